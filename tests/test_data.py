@@ -1,0 +1,536 @@
+"""Tests for numpy_vae.data: readers, checked downloads (no network), shapes, preprocessing.
+
+Real-data tests read MNIST, Fashion-MNIST and Frey Face from data_dir() (set
+NUMPY_VAE_DATA) with download=False; they skip when the files are absent, and fail
+instead when NUMPY_VAE_REQUIRE_DATA=1.
+"""
+
+import gzip
+import hashlib
+import io
+import os
+import struct
+import urllib.error
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from numpy_vae import data
+from numpy_vae.data import (
+    DataNotFoundError,
+    Dataset,
+    binarize_dynamic,
+    binarize_threshold,
+    fetch,
+    load_dataset,
+    make_shapes,
+    minibatches,
+    read_frey_mat,
+    read_idx,
+    read_mat_uint8,
+    standardize,
+    to_unit_interval,
+    train_validation_split,
+)
+
+REQUIRE_DATA_ENV = "NUMPY_VAE_REQUIRE_DATA"
+tmp_ok = settings(max_examples=25, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def require_data(name, split="train"):
+    """Load a real data set without downloading; skip if absent, fail if it is required."""
+    try:
+        return load_dataset(name, split, download=False)
+    except DataNotFoundError as e:
+        reason = (f"{name} files not found under {data.data_dir()} "
+                  f"(set {data.DATA_ENV} to the data folder): {e}")
+        if os.environ.get(REQUIRE_DATA_ENV) == "1":
+            pytest.fail(f"{REQUIRE_DATA_ENV}=1 but {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Any test that would open a URL without its own fake opener fails."""
+    def refuse(url, timeout=None):
+        raise AssertionError(f"test tried to open {url}")
+    monkeypatch.setattr(data, "_urlopen", refuse)
+
+
+# ----------------------------------------------------------------------------- IDX
+
+
+def write_idx(path, array, magic=None):
+    magic = (0x0800 | array.ndim) if magic is None else magic
+    header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@tmp_ok
+@given(n=st.integers(0, 5), rows=st.integers(1, 6), cols=st.integers(1, 6), seed=st.integers(0, 9))
+def test_idx_round_trip(tmp_path, n, rows, cols, seed):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, rows, cols), dtype=np.uint8)
+    labels = rng.integers(0, 10, n, dtype=np.uint8)
+    write_idx(tmp_path / "i.gz", images)
+    write_idx(tmp_path / "l.gz", labels)
+    got_images, got_labels = read_idx(tmp_path / "i.gz"), read_idx(tmp_path / "l.gz")
+    assert got_images.dtype == np.uint8 and got_images.shape == (n, rows, cols)
+    np.testing.assert_array_equal(got_images, images)
+    np.testing.assert_array_equal(got_labels, labels)
+
+
+def test_idx_rejects_bad_files(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    path = tmp_path / "bad.gz"
+    write_idx(path, images, magic=0x0D03)  # float data
+    with pytest.raises(ValueError, match="bad.gz.*magic"):
+        read_idx(path)
+    header = struct.pack(">IIII", 0x0803, 2, 3, 4)
+    with gzip.open(path, "wb") as f:
+        f.write(header + images.tobytes()[:-1])  # one byte short
+    with pytest.raises(ValueError, match="bad.gz.*truncated"):
+        read_idx(path)
+    with gzip.open(path, "wb") as f:
+        f.write(header[:10])
+    with pytest.raises(ValueError, match="header"):
+        read_idx(path)
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="bad.gz"):
+        read_idx(path)
+
+
+# ----------------------------------------------------------------------------- MAT-5
+
+
+def _small_tag(order, mtype, nbytes):
+    """The 4-byte small-element tag: nbytes in the upper 16 bits, type in the lower."""
+    return struct.pack(order + "I", (nbytes << 16) | mtype)
+
+
+def mat_variable(array, name, order="<", mclass=9, data_type=2):
+    """One miMATRIX element holding a 2-D array (column-major), as MATLAB -v6 writes it."""
+    def element(mtype, payload):
+        if len(payload) <= 4:
+            return _small_tag(order, mtype, len(payload)) + payload.ljust(4, b"\0")
+        return (struct.pack(order + "II", mtype, len(payload)) + payload
+                + b"\0" * (-len(payload) % 8))
+    flags = element(6, struct.pack(order + "II", mclass, 0))
+    dims = element(5, struct.pack(order + "2i", *array.shape))
+    body = flags + dims + element(1, name.encode()) + element(
+        data_type, array.T.astype(array.dtype.newbyteorder(order)).tobytes())
+    return struct.pack(order + "II", 14, len(body)) + body
+
+
+def write_mat(path, variables, order="<"):
+    text = b"MATLAB 5.0 MAT-file, Platform: test, Created by numpy_vae tests".ljust(116)
+    indicator = b"IM" if order == "<" else b"MI"
+    header = text + b"\0" * 8 + struct.pack(order + "H", 0x0100) + indicator
+    path.write_bytes(header + b"".join(variables))
+
+
+@tmp_ok
+@given(rows=st.integers(1, 9), cols=st.integers(1, 9), seed=st.integers(0, 9),
+       order=st.sampled_from("<>"), other=st.sampled_from(["x", "longname", None]))
+def test_mat_round_trip(tmp_path, rows, cols, seed, order, other):
+    ff = np.random.default_rng(seed).integers(0, 256, (rows, cols), dtype=np.uint8)
+    variables = [mat_variable(ff, "ff", order)]
+    if other:  # another variable first, with a short (small-format) or long name
+        variables.insert(0, mat_variable(ff[::-1], other, order))
+    write_mat(tmp_path / "t.mat", variables, order)
+    got = read_mat_uint8(tmp_path / "t.mat", "ff")
+    assert got.shape == (rows, cols) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got, ff)
+
+
+def test_frey_reader_one_face_per_column(tmp_path):
+    ff = np.random.default_rng(0).integers(0, 256, (560, 3), dtype=np.uint8)
+    write_mat(tmp_path / "f.mat", [mat_variable(ff, "ff")])
+    faces = read_frey_mat(tmp_path / "f.mat")
+    assert faces.shape == (3, 28, 20)
+    for j in range(3):
+        np.testing.assert_array_equal(faces[j], ff[:, j].reshape(28, 20))
+    write_mat(tmp_path / "g.mat", [mat_variable(ff[:550], "ff")])
+    with pytest.raises(ValueError, match="g.mat.*560"):
+        read_frey_mat(tmp_path / "g.mat")
+
+
+def test_mat_rejects_bad_files(tmp_path):
+    ff = np.arange(24, dtype=np.uint8).reshape(6, 4)
+    good = tmp_path / "good.mat"
+    write_mat(good, [mat_variable(ff, "ff")])
+    raw = good.read_bytes()
+    cases = {
+        "garbage": np.random.default_rng(0).bytes(400),
+        "truncated": raw[:-9],
+        "endian": raw[:126] + b"XX" + raw[128:],
+        "compressed": raw[:128] + struct.pack("<II", 15, 16) + b"\0" * 16,
+    }
+    for name, content in cases.items():
+        (tmp_path / f"{name}.mat").write_bytes(content)
+    write_mat(tmp_path / "double.mat", [mat_variable(ff.astype(np.float64), "ff", data_type=9)])
+    write_mat(tmp_path / "cell.mat", [mat_variable(ff, "ff", mclass=1)])
+    write_mat(tmp_path / "noname.mat", [mat_variable(ff, "gg")])
+    expect = {"garbage": "header", "truncated": "past", "endian": "endian",
+              "compressed": "compressed", "double": "data type 9", "cell": "class 1",
+              "noname": "no variable named 'ff'"}
+    for name, message in expect.items():
+        with pytest.raises(ValueError, match=f"{name}.mat.*{message}"):
+            read_mat_uint8(tmp_path / f"{name}.mat", "ff")
+
+
+# ----------------------------------------------------------------------------- fetch
+
+
+class FakeResponse(io.BytesIO):
+    def __init__(self, payload, length=None):
+        super().__init__(payload)
+        self.headers = {"Content-Length": str(len(payload) if length is None else length)}
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A fake data set 'toy' with one file and two mirrors served from memory."""
+    payload = b"toy data " * 5000
+    monkeypatch.setitem(data.SHA256, "toy", {"a.bin": hashlib.sha256(payload).hexdigest()})
+    monkeypatch.setitem(data.MIRRORS, "toy", ("http://one.invalid/", "http://two.invalid/"))
+    served, calls = {}, []
+
+    def fake_urlopen(url, timeout=None):
+        calls.append(url)
+        result = served[url]
+        if isinstance(result, BaseException):
+            raise result
+        return result() if callable(result) else FakeResponse(result)
+    monkeypatch.setattr(data, "_urlopen", fake_urlopen)
+    return payload, served, calls
+
+
+def test_fetch_downloads_and_checks(tmp_path, toy):
+    payload, served, calls = toy
+    served["http://one.invalid/a.bin"] = payload
+    path = fetch("toy", "a.bin", tmp_path)
+    assert path == tmp_path / "toy" / "a.bin" and path.read_bytes() == payload
+    assert os.listdir(tmp_path / "toy") == ["a.bin"]  # no temporary file left
+    assert fetch("toy", "a.bin", tmp_path) == path and len(calls) == 1  # no second download
+
+
+def test_fetch_falls_back_to_next_mirror(tmp_path, toy):
+    payload, served, calls = toy
+    served["http://one.invalid/a.bin"] = urllib.error.URLError("no route")
+    served["http://two.invalid/a.bin"] = payload
+    assert fetch("toy", "a.bin", tmp_path).read_bytes() == payload
+    assert calls == ["http://one.invalid/a.bin", "http://two.invalid/a.bin"]
+
+
+def test_fetch_tampered_or_truncated_leaves_nothing(tmp_path, toy):
+    payload, served, calls = toy
+    served["http://one.invalid/a.bin"] = payload[:-1] + b"!"
+    served["http://two.invalid/a.bin"] = lambda: FakeResponse(payload[:100], len(payload))
+    with pytest.raises(DataNotFoundError) as info:
+        fetch("toy", "a.bin", tmp_path)
+    message = str(info.value)
+    assert "http://one.invalid/a.bin" in message and "SHA-256 mismatch" in message
+    assert "http://two.invalid/a.bin" in message and "truncated" in message
+    assert str(tmp_path / "toy") in message and data.DATA_ENV in message
+    assert os.listdir(tmp_path / "toy") == []
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_fetch_interrupted_removes_temporary(tmp_path, toy):
+    _, served, _ = toy
+
+    class Interrupted(FakeResponse):
+        def read(self, n=-1):
+            raise KeyboardInterrupt
+    served["http://one.invalid/a.bin"] = lambda: Interrupted(b"x")
+    with pytest.raises(KeyboardInterrupt):
+        fetch("toy", "a.bin", tmp_path)
+    assert os.listdir(tmp_path / "toy") == []
+
+
+def test_fetch_refuses_existing_wrong_file(tmp_path, toy):
+    payload, _, calls = toy
+    (tmp_path / "toy").mkdir()
+    (tmp_path / "toy" / "a.bin").write_bytes(b"something else")
+    with pytest.raises(ValueError) as info:
+        fetch("toy", "a.bin", tmp_path)
+    message = str(info.value)
+    assert "a.bin" in message and "Delete" in message
+    assert data.SHA256["toy"]["a.bin"] in message
+    assert hashlib.sha256(b"something else").hexdigest() in message
+    assert calls == []
+
+
+def test_fetch_without_download_explains(tmp_path, toy):
+    _, _, calls = toy
+    with pytest.raises(DataNotFoundError, match="download=False") as info:
+        fetch("toy", "a.bin", tmp_path, download=False)
+    assert "a.bin" in str(info.value) and data.DATA_ENV in str(info.value) and calls == []
+    with pytest.raises(ValueError, match="filename.*'b.bin'"):
+        fetch("toy", "b.bin", tmp_path)
+    with pytest.raises(ValueError, match="dataset.*mnist.*'nope'"):
+        fetch("nope", "a.bin", tmp_path)
+
+
+def test_data_dir_precedence(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
+    assert data.data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert data.data_dir() == tmp_path / "env"
+    monkeypatch.delenv(data.DATA_ENV)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert data.data_dir() == tmp_path / "xdg" / "numpy_vae"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data.data_dir() == tmp_path / "home" / ".cache" / "numpy_vae"
+
+
+# ----------------------------------------------------------------------------- loaders
+
+
+def test_loaders_on_fake_files(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    sums = {}
+    for split, n in (("train", 7), ("test", 3)):
+        image_file, label_file = data.IDX_FILES[split]
+        write_idx(tmp_path / image_file, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
+        write_idx(tmp_path / label_file, rng.integers(0, 10, n, dtype=np.uint8))
+    write_mat(tmp_path / data.FREY_FILE,
+              [mat_variable(rng.integers(0, 256, (560, 1965), dtype=np.uint8), "ff")])
+    for name in ("mnist", "frey-face"):
+        (tmp_path / name).mkdir()
+        for f in data.SHA256[name]:
+            os.replace(tmp_path / f, tmp_path / name / f)
+            sums[f] = hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest()
+        monkeypatch.setitem(data.SHA256, name, {f: sums[f] for f in data.SHA256[name]})
+    train = load_dataset("mnist", "train", tmp_path, download=False)
+    assert isinstance(train, Dataset) and train.name == "mnist" and len(train) == 7
+    assert train.labels.dtype == np.int64 and train.factors is None
+    assert train.image_shape == (28, 28) and train.data_dim == 784
+    assert len(load_dataset("mnist", "test", tmp_path, download=False)) == 3
+    parts = [load_dataset("frey-face", s, tmp_path, download=False).images
+             for s in ("train", "test")]
+    everything = data.load_frey_face("all", tmp_path, download=False).images
+    assert [len(p) for p in parts] == [1765, 200] and everything.shape == (1965, 28, 20)
+    train_idx, test_idx = data.frey_split_indices()
+    np.testing.assert_array_equal(parts[1], everything[test_idx])
+    np.testing.assert_array_equal(parts[0], everything[train_idx])
+
+
+def test_frey_split_is_fixed():
+    train_idx, test_idx = data.frey_split_indices()
+    assert len(train_idx) == 1765 and len(test_idx) == 200
+    assert np.array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(1965))
+    assert test_idx[:8].tolist() == [20, 44, 50, 54, 85, 98, 120, 123]  # stable across versions
+
+
+def test_load_dataset_rejects_unknown():
+    with pytest.raises(ValueError, match=r"name must be one of .*'shapes'.*got 'cifar'"):
+        load_dataset("cifar")
+    with pytest.raises(ValueError, match=r"split must be one of .*'test'.*got 'valid'"):
+        load_dataset("shapes", "valid")
+    with pytest.raises(ValueError, match="images"):
+        Dataset(np.zeros((2, 3, 3)), None, None, (), "x")
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def test_shapes_deterministic_and_seeded():
+    a, b, c = make_shapes(300, seed=5), make_shapes(300, seed=5), make_shapes(300, seed=6)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.factors, b.factors)
+    assert not np.array_equal(a.images, c.images)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 60), seed=st.integers(0, 2**32), size=st.integers(8, 40))
+def test_shapes_values_ranges_and_border(n, seed, size):
+    ds = make_shapes(n, seed=seed, size=size)
+    assert ds.images.shape == (n, size, size) and ds.images.dtype == np.uint8
+    assert set(np.unique(ds.images)) <= {0, 255}
+    assert ds.factor_names == ("scale", "rotation", "x", "y") and ds.factors.shape == (n, 4)
+    scale, rotation, x, y = ds.factors.T
+    period = 2 * np.pi / np.asarray(data.SHAPE_SYMMETRY)[ds.labels]
+    assert np.all((0.5 <= scale) & (scale <= 1)) and np.all((0 <= rotation) & (rotation < period))
+    assert np.all((0 <= x) & (x <= 1) & (0 <= y) & (y <= 1))
+    border = np.concatenate([ds.images[:, 0], ds.images[:, -1],
+                             ds.images[:, :, 0], ds.images[:, :, -1]], axis=1)
+    assert not border.any()  # a one-pixel empty border: shapes are never cut
+
+
+def test_shapes_ink_follows_factors():
+    ds = make_shapes(2000, seed=1)
+    ink = (ds.images > 0).sum(axis=(1, 2))
+    assert set(ds.labels.tolist()) == set(range(len(data.SHAPE_KINDS))) and ink.min() > 10
+    scale, rotation, x, y = ds.factors.T
+    for k in range(len(data.SHAPE_KINDS)):  # area grows as scale squared
+        m = ds.labels == k
+        assert np.corrcoef(scale[m] ** 2, ink[m])[0, 1] > 0.95
+    rows, cols = np.mgrid[0:28, 0:28] + 0.5
+    w = ds.images / 255.0
+    cy, cx = (w * rows).sum((1, 2)) / ink, (w * cols).sum((1, 2)) / ink
+    r = scale * data._R_MAX * 28
+    central = ds.labels != data.SHAPE_KINDS.index("L")  # centroid = centre by symmetry
+    np.testing.assert_allclose(cx[central], (1 + r + x * (26 - 2 * r))[central], atol=0.6)
+    np.testing.assert_allclose(cy[central], (1 + r + y * (26 - 2 * r))[central], atol=0.6)
+    e = (ds.labels == data.SHAPE_KINDS.index("ellipse")) & (scale > 0.7)
+    dx, dy = cols - cx[:, None, None], cy[:, None, None] - rows  # y up
+    cxx, cyy, cxy = ((w * d).sum((1, 2)) for d in (dx * dx, dy * dy, dx * dy))
+    angle = 0.5 * np.arctan2(2 * cxy, cxx - cyy) % np.pi  # major axis, counter-clockwise
+    error = np.angle(np.exp(2j * (angle[e] - rotation[e]))) / 2
+    assert np.abs(error).max() < 0.1
+
+
+def test_load_dataset_shapes_splits():
+    train, test = load_dataset("shapes", "train"), load_dataset("shapes", "test")
+    assert train.images.shape == (20000, 28, 28) and test.images.shape == (5000, 28, 28)
+    assert train.name == "shapes" and train.labels.dtype == np.int64
+    assert not np.array_equal(train.images[:5000], test.images)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def test_to_unit_interval():
+    images = np.array([[[0, 255], [51, 102]]], np.uint8)
+    x = to_unit_interval(images)
+    assert x.dtype == np.float32 and x.shape == (1, 4)
+    np.testing.assert_allclose(x, [[0, 1, 0.2, 0.4]], rtol=1e-7)
+    assert to_unit_interval(images, np.float64).dtype == np.float64
+    with pytest.raises(TypeError, match="images.*uint8"):
+        to_unit_interval(x)
+    with pytest.raises(TypeError, match="dtype"):
+        to_unit_interval(images, np.int32)
+
+
+def test_binarize_threshold():
+    x = np.array([[0.0, 0.5, 0.51, 1.0]], np.float32)
+    b = binarize_threshold(x)
+    assert b.dtype == np.float32 and b.tolist() == [[0, 0, 1, 1]]
+    assert binarize_threshold(x, 0.2).tolist() == [[0, 1, 1, 1]]
+    with pytest.raises(TypeError, match="x.*floating"):
+        binarize_threshold(np.array([0, 255], np.uint8))
+
+
+def test_binarize_dynamic_is_bernoulli():
+    p = np.array([0.0, 0.05, 0.3, 0.5, 0.9, 1.0])
+    n = 20000
+    x = np.tile(p, (n, 1))  # (n, 6)
+    rng = np.random.default_rng(0)
+    b1, b2 = binarize_dynamic(x, rng), binarize_dynamic(x, rng)
+    assert b1.dtype == x.dtype and set(np.unique(b1)) <= {0.0, 1.0}
+    tol = 5 * np.sqrt(p * (1 - p) / n)  # five binomial standard deviations
+    assert np.all(np.abs(b1.mean(axis=0) - p) <= tol)  # exact at p = 0 and p = 1
+    assert not np.array_equal(b1, b2)  # a fresh draw each call
+    assert binarize_dynamic(x.astype(np.float32), rng).dtype == np.float32
+    with pytest.raises(ValueError, match=r"x must be probabilities in \[0, 1\]"):
+        binarize_dynamic(np.array([0.5, 1.5]), rng)
+    with pytest.raises(TypeError, match="rng.*Generator"):
+        binarize_dynamic(x, 0)
+
+
+def test_standardize_round_trip():
+    rng = np.random.default_rng(0)
+    train = rng.uniform(0, 1, (500, 6)).astype(np.float32)
+    train[:, 0] = 0.25  # a constant pixel
+    z, mean, std = standardize(train)
+    assert z.dtype == np.float32 and np.all(np.isfinite(z)) and np.all(z[:, 0] == 0)
+    np.testing.assert_allclose(z[:, 1:].mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(z[:, 1:].std(0), 1, atol=1e-3)
+    np.testing.assert_allclose(z * std + mean, train, atol=1e-6)
+    test = rng.uniform(0, 1, (50, 6)).astype(np.float32)
+    zt, mean2, std2 = standardize(test, mean, std)
+    assert mean2 is mean or np.array_equal(mean2, mean)
+    np.testing.assert_allclose(zt * std + mean, test, atol=1e-6)
+    with pytest.raises(ValueError, match="mean and std"):
+        standardize(test, mean=mean)
+    with pytest.raises(ValueError, match=r"mean must be of shape \(6,\)"):
+        standardize(test, mean[:3], std[:3])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 300), frac=st.floats(0, 0.99), seed=st.integers(0, 99))
+def test_train_validation_split(n, frac, seed):
+    n_val = int(frac * n)
+    train, val = train_validation_split(n, n_val, np.random.default_rng(seed))
+    assert len(val) == n_val and len(train) == n - n_val
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(n))
+
+
+def test_train_validation_split_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="n_validation must be < n = 5, got 5"):
+        train_validation_split(5, 5, rng)
+    with pytest.raises(TypeError, match="n must be an int, got 5.0"):
+        train_validation_split(5.0, 1, rng)
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(0, 200), batch_size=st.integers(1, 64), shuffle=st.booleans())
+def test_minibatches_cover_each_index_once(n, batch_size, shuffle):
+    rng = np.random.default_rng(n) if shuffle else None
+    batches = list(minibatches(n, batch_size, rng))
+    assert len(batches) == -(-n // batch_size)
+    assert all(len(b) == batch_size for b in batches[:-1])
+    everything = np.concatenate(batches) if batches else np.array([], int)
+    assert np.array_equal(np.sort(everything), np.arange(n))
+    if not shuffle:
+        assert np.array_equal(everything, np.arange(n))
+
+
+def test_minibatches_shuffle_and_errors():
+    first = np.concatenate(list(minibatches(100, 32, np.random.default_rng(0))))
+    assert not np.array_equal(first, np.arange(100))
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+        minibatches(10, 0)  # raised at the call, not at the first batch
+    with pytest.raises(TypeError, match="rng"):
+        minibatches(10, 2, rng=np.random.RandomState(0))
+
+
+# ----------------------------------------------------------------------------- real data
+
+IDX_DECODED_SHA256 = {  # SHA-256 of the gunzipped files (shared/data/README.md)
+    ("mnist", "train"): ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+                         "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    ("mnist", "test"): ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+                        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    ("fashion-mnist", "train"): (
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    ("fashion-mnist", "test"): (
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+
+
+@pytest.mark.parametrize("name, split", list(IDX_DECODED_SHA256))
+def test_real_idx_data(name, split):
+    ds = require_data(name, split)
+    n = 60000 if split == "train" else 10000
+    assert ds.images.shape == (n, 28, 28) and ds.images.dtype == np.uint8
+    assert ds.labels.shape == (n,) and ds.labels.dtype == np.int64
+    assert set(np.unique(ds.labels)) == set(range(10)) and ds.images.max() == 255
+    # the decoded arrays are byte for byte the published uncompressed files
+    images = struct.pack(">IIII", 0x0803, n, 28, 28) + ds.images.tobytes()
+    labels = struct.pack(">II", 0x0801, n) + ds.labels.astype(np.uint8).tobytes()
+    expected = IDX_DECODED_SHA256[name, split]
+    assert (hashlib.sha256(images).hexdigest(), hashlib.sha256(labels).hexdigest()) == expected
+    if (name, split) == ("mnist", "train"):
+        assert ds.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+
+
+def test_real_frey_face():
+    train = require_data("frey-face", "train")
+    path = fetch("frey-face", data.FREY_FILE, download=False)  # checks the SHA-256
+    faces = data.load_frey_face("all", download=False).images
+    assert faces.shape == (1965, 28, 20) and faces.dtype == np.uint8
+    assert (faces.min(), faces.max()) == (8, 238)
+    # independent reading: the last 1,100,400 bytes are the column-major (560, 1965) data
+    raw = np.frombuffer(path.read_bytes()[-560 * 1965:], np.uint8)
+    np.testing.assert_array_equal(faces, raw.reshape(1965, 28, 20))
+    assert len(train) == 1765 and len(require_data("frey-face", "test")) == 200
