@@ -35,30 +35,8 @@ from numpy_vae.data import (
     train_validation_split,
 )
 
-REQUIRE_DATA_ENV = "NUMPY_VAE_REQUIRE_DATA"
 tmp_ok = settings(max_examples=25, deadline=None,
                   suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def require_data(name, split="train"):
-    """Load a real data set without downloading; skip if absent, fail if it is required."""
-    try:
-        return load_dataset(name, split, download=False)
-    except DataNotFoundError as e:
-        reason = (f"{name} files not found under {data.data_dir()} "
-                  f"(set {data.DATA_ENV} to the data folder): {e}")
-        if os.environ.get(REQUIRE_DATA_ENV) == "1":
-            pytest.fail(f"{REQUIRE_DATA_ENV}=1 but {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any test that would open a URL without its own fake opener fails."""
-    def refuse(url, timeout=None):
-        raise AssertionError(f"test tried to open {url}")
-    monkeypatch.setattr(data, "_urlopen", refuse)
-
 
 # ----------------------------------------------------------------------------- IDX
 
@@ -509,7 +487,7 @@ IDX_DECODED_SHA256 = {  # SHA-256 of the gunzipped files (shared/data/README.md)
 
 
 @pytest.mark.parametrize("name, split", list(IDX_DECODED_SHA256))
-def test_real_idx_data(name, split):
+def test_real_idx_data(name, split, require_data):
     ds = require_data(name, split)
     n = 60000 if split == "train" else 10000
     assert ds.images.shape == (n, 28, 28) and ds.images.dtype == np.uint8
@@ -524,7 +502,7 @@ def test_real_idx_data(name, split):
         assert ds.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
 
 
-def test_real_frey_face():
+def test_real_frey_face(require_data):
     train = require_data("frey-face", "train")
     path = fetch("frey-face", data.FREY_FILE, download=False)  # checks the SHA-256
     faces = data.load_frey_face("all", download=False).images

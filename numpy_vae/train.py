@@ -1,0 +1,267 @@
+"""The fit loop: batches -> loss_and_grads -> Adam, with validation, warm-up and checkpoints.
+
+One run lives in one folder::
+
+    run/checkpoint.npz   model, Adam state, RNG state, config, history (see checkpoint.py)
+    run/checkpoint.json  the same metadata, readable
+    run/history.csv      one row per epoch: training loss and its two terms, validation ELBO
+    run/*.png            the pictures (plots.py)
+
+All randomness of training (shuffling, dynamic binarization, the noise eps)
+comes from one ``np.random.Generator`` whose state is saved every epoch, so a
+resumed run ends bitwise where the uninterrupted run would have.
+"""
+
+import csv
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import data as datasets
+from ._checks import check_choice, check_positive_float, check_positive_int
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .optim import Adam
+from .vae import LIKELIHOODS, VAE
+
+PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
+HISTORY_FIELDS = ("epoch", "beta", "lr", "train_loss", "train_reconstruction", "train_kl",
+                  "val_elbo", "val_reconstruction", "val_kl", "seconds")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run. The defaults train a small model on the built-in
+    "shapes" data in about a minute on 2 cores."""
+
+    dataset: str = "shapes"
+    likelihood: str = "bernoulli"
+    preprocess: str = "grey"  # grey levels in [0, 1], "threshold", "dynamic" or "standardize"
+    hidden_dims: tuple = (256,)
+    latent_dim: int = 8
+    activation: str = "relu"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
+    beta: float = 1.0
+    warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over these epochs
+    n_validation: int = 1000
+    max_train: int = 0  # use only the first max_train training images (0: all)
+    dtype: str = "float32"
+    seed: int = 0
+    min_variance: float = 1e-4
+    fixed_variance: float = 1.0
+
+    def __post_init__(self):
+        self.hidden_dims = tuple(self.hidden_dims)
+        check_choice("dataset", self.dataset, datasets.DATASETS)
+        check_choice("likelihood", self.likelihood, LIKELIHOODS)
+        check_choice("preprocess", self.preprocess, PREPROCESSING)
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        if self.likelihood == "bernoulli" and self.preprocess == "standardize":
+            raise ValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
+                             "Bernoulli likelihood needs x in [0, 1]")
+        for name in ("latent_dim", "epochs", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        for i, h in enumerate(self.hidden_dims):
+            check_positive_int(f"hidden_dims[{i}]", h)
+        for name in ("lr", "lr_decay", "min_variance", "fixed_variance"):
+            check_positive_float(name, getattr(self, name))
+        check_positive_float("beta", self.beta, allow_zero=True)
+        for name in ("warmup_epochs", "n_validation", "max_train", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["hidden_dims"] = list(self.hidden_dims)
+        return d
+
+    def beta_at(self, epoch):
+        """KL weight in ``epoch`` (0-based): linear warm-up, then ``beta``."""
+        if self.warmup_epochs == 0:
+            return self.beta
+        return self.beta * min(1.0, (epoch + 1) / self.warmup_epochs)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a gradient became NaN or Inf; the parameters were not updated with it."""
+
+
+# ---------------------------------------------------------------------------- data
+
+
+class Preprocessor:
+    """Turns uint8 images into model inputs ``x`` (B, D), one batch at a time."""
+
+    def __init__(self, config, train_images=None):
+        self.kind, self.dtype = config.preprocess, np.dtype(config.dtype)
+        self.mean = self.std = None
+        if self.kind == "standardize":  # statistics of the training set, reused on test
+            x = datasets.to_unit_interval(train_images, np.float64)
+            _, mean, std = datasets.standardize(x)
+            self.mean, self.std = mean.astype(self.dtype), std.astype(self.dtype)
+
+    def __call__(self, images, rng=None):
+        x = datasets.to_unit_interval(images, self.dtype)  # (B, D)
+        if self.kind == "threshold":
+            return datasets.binarize_threshold(x)
+        if self.kind == "dynamic":
+            return datasets.binarize_dynamic(x, rng)
+        if self.kind == "standardize":
+            return datasets.standardize(x, self.mean, self.std)[0]
+        return x
+
+    def to_images(self, x):
+        """Model-space values back to [0, 1] grey levels for pictures."""
+        if self.kind == "standardize":
+            x = x * self.std + self.mean
+        return np.clip(x, 0, 1)
+
+
+def load_run_data(config, data_dir=None, download=True):
+    """Training, validation and test ``Dataset``s for ``config``, and its ``Preprocessor``."""
+    train = datasets.load_dataset(config.dataset, "train", data_dir, download)
+    test = datasets.load_dataset(config.dataset, "test", data_dir, download)
+    split_rng = np.random.default_rng([config.seed, 7])
+    n_val = min(config.n_validation, len(train) // 5)
+    train_idx, val_idx = datasets.train_validation_split(len(train), n_val, split_rng)
+    if config.max_train:
+        train_idx = train_idx[:config.max_train]
+    train_set, val_set = subset(train, train_idx), subset(train, val_idx)
+    return train_set, val_set, test, Preprocessor(config, train_set.images)
+
+
+def subset(ds, idx):
+    """The examples ``idx`` of a ``Dataset``."""
+    labels = None if ds.labels is None else ds.labels[idx]
+    factors = None if ds.factors is None else ds.factors[idx]
+    return datasets.Dataset(ds.images[idx], labels, factors, ds.factor_names, ds.name)
+
+
+def fixed_inputs(pre, images, seed):
+    """Inputs for evaluation: dynamic binarization drawn once with a fixed seed."""
+    return pre(images, np.random.default_rng([seed, 99]))
+
+
+def evaluate_elbo(model, x, rng, batch_size=1000):
+    """Mean ELBO, reconstruction term and KL over ``x`` with sampled z (never z = mu)."""
+    rec_sum = kl_sum = 0.0
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size]
+        eps = rng.standard_normal((len(xb), model.latent_dim), dtype=model.dtype)
+        rec, kl, _ = model._terms(xb, eps)
+        rec_sum += float(rec.sum())
+        kl_sum += float(kl.sum())
+    n = len(x)
+    return {"elbo": (rec_sum - kl_sum) / n, "reconstruction": rec_sum / n, "kl": kl_sum / n}
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def build_model(config, rng):
+    data_dim = {"shapes": 784, "mnist": 784, "fashion-mnist": 784, "frey-face": 560}
+    return VAE(data_dim[config.dataset], config.hidden_dims, config.latent_dim,
+               config.likelihood, config.activation, np.dtype(config.dtype), rng,
+               config.min_variance, config.fixed_variance)
+
+
+def write_history(path, history):
+    def write(f):
+        text = [",".join(HISTORY_FIELDS)]
+        text += [",".join(repr(row[k]) for k in HISTORY_FIELDS) for row in history]
+        f.write(("\n".join(text) + "\n").encode())
+    atomic_write(path, write)
+
+
+def read_history(path):
+    """Rows of ``history.csv`` as dicts of floats (epoch as int)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
+
+
+def fit(config, out, resume=False, data_dir=None, download=True, progress=True, log=print):
+    """Train a VAE as ``config`` says, writing the run into the folder ``out``.
+
+    With ``resume=True`` continue the run in ``out`` from its checkpoint; its
+    config must equal ``config`` except for ``epochs``. Returns ``(model,
+    history)``. Raises ``TrainingDiverged`` (the last good checkpoint stays)
+    if the loss or a gradient becomes non-finite.
+    """
+    out = Path(out)
+    ckpt_path = out / "checkpoint.npz"
+    if resume:
+        model, opt, meta = load_checkpoint(ckpt_path)
+        saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
+        if saved != config:
+            diff = {k: (v, getattr(config, k)) for k, v in saved.to_dict().items()
+                    if getattr(config, k) != getattr(saved, k) and k != "hidden_dims"
+                    or (k == "hidden_dims" and tuple(v) != config.hidden_dims)}
+            raise CheckpointError(f"cannot resume {out}: its config differs in "
+                                  + ", ".join(f"{k} (run: {a!r}, asked: {b!r})"
+                                              for k, (a, b) in diff.items()))
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng_state"]
+        history, start = meta["history"], meta["epoch"] + 1
+    else:
+        if ckpt_path.exists():
+            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to "
+                                  f"continue it, or choose another output folder")
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(config.seed)
+        model = build_model(config, rng)
+        opt = Adam(lr=config.lr)
+        history, start = [], 0
+
+    train, val, test, pre = load_run_data(config, data_dir, download)
+    # With n_validation = 0 (all training images are used, as in the papers) the
+    # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
+    x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
+    n_batches = -(-len(train) // config.batch_size)
+    step = start * n_batches
+
+    for epoch in range(start, config.epochs):
+        t0 = time.perf_counter()
+        beta = config.beta_at(epoch)
+        opt.lr = config.lr * config.lr_decay**epoch
+        sums = np.zeros(3)
+        bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
+                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                   leave=False, unit="batch")
+        for idx in bar:
+            x = pre(train.images[idx], rng)
+            loss, grads = model.loss_and_grads(x, rng=rng, beta=beta)
+            step += 1
+            if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())):
+                raise TrainingDiverged(
+                    f"non-finite loss or gradient at step {step} (epoch {epoch + 1}); the "
+                    f"parameters were not updated with it and {ckpt_path} holds the last good "
+                    f"checkpoint (epoch {start if epoch == start else epoch}). Try a smaller "
+                    f"learning rate (was {opt.lr:g}).")
+            opt.step(model.params, grads)
+            terms = model.last_terms
+            sums += len(idx) * np.array([loss, terms["reconstruction"], terms["kl"]])
+            bar.set_postfix(loss=f"{loss:.2f}", rec=f"{terms['reconstruction']:.2f}",
+                            kl=f"{terms['kl']:.2f}", refresh=False)
+        val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]))
+        row = {"epoch": epoch + 1, "beta": beta, "lr": opt.lr,
+               "train_loss": sums[0] / len(train), "train_reconstruction": sums[1] / len(train),
+               "train_kl": sums[2] / len(train), "val_elbo": val_terms["elbo"],
+               "val_reconstruction": val_terms["reconstruction"], "val_kl": val_terms["kl"],
+               "seconds": time.perf_counter() - t0}
+        row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
+        history.append(row)
+        save_checkpoint(ckpt_path, model, opt, {
+            "epoch": epoch, "train_config": config.to_dict(), "history": history,
+            "rng_state": rng.bit_generator.state})
+        write_history(out / "history.csv", history)
+        log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
+            f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
+            f"beta {beta:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s")
+    return model, history

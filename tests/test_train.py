@@ -1,0 +1,113 @@
+"""The fit loop: history, checkpoints, exact resume, divergence, config checks."""
+
+import numpy as np
+import pytest
+
+from numpy_vae import VAE
+from numpy_vae.checkpoint import CheckpointError, load_checkpoint
+from numpy_vae.train import TrainConfig, TrainingDiverged, fit, read_history
+
+TINY = dict(hidden_dims=(16,), latent_dim=2, epochs=3, batch_size=64, max_train=256,
+            n_validation=100)
+
+
+def run(tmp_path, name, **kw):
+    config = TrainConfig(**{**TINY, **kw})
+    return fit(config, tmp_path / name, progress=False, log=lambda s: None)
+
+
+def test_fit_writes_history_and_checkpoint_and_learns(tmp_path):
+    model, history = run(tmp_path, "a", epochs=4)
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_elbo"] > history[0]["val_elbo"]
+    rows = read_history(tmp_path / "a" / "history.csv")
+    assert rows[-1]["val_elbo"] == pytest.approx(history[-1]["val_elbo"])
+    _, opt, meta = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    assert meta["epoch"] == 3 and opt.t == 4 * 4  # 256 images / 64 per batch, 4 epochs
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_resume_ends_bitwise_where_the_uninterrupted_run_ends(tmp_path, dtype):
+    full, full_hist = run(tmp_path, "full", dtype=dtype, preprocess="dynamic")
+    run(tmp_path, "part", dtype=dtype, preprocess="dynamic", epochs=1)
+    resumed, hist = fit(TrainConfig(**{**TINY, "dtype": dtype, "preprocess": "dynamic"}),
+                        tmp_path / "part", resume=True, progress=False, log=lambda s: None)
+    assert all(np.array_equal(full.params[k], resumed.params[k]) for k in full.params)
+    for a, b in zip(hist, full_hist, strict=True):
+        assert {**a, "seconds": 0} == {**b, "seconds": 0}
+
+
+def test_same_seed_same_run_and_other_seed_other_run(tmp_path):
+    a, ha = run(tmp_path, "a", epochs=1)
+    b, hb = run(tmp_path, "b", epochs=1)
+    c, _ = run(tmp_path, "c", epochs=1, seed=1)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["encoder.W0"], c.params["encoder.W0"])
+
+
+def test_resume_refuses_another_config_and_fresh_runs_refuse_a_used_folder(tmp_path):
+    run(tmp_path, "a", epochs=1)
+    with pytest.raises(CheckpointError, match=r"latent_dim \(run: 2, asked: 3\)"):
+        fit(TrainConfig(**{**TINY, "latent_dim": 3}), tmp_path / "a", resume=True,
+            progress=False, log=lambda s: None)
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        run(tmp_path, "a")
+
+
+def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_checkpoint(
+        tmp_path, monkeypatch):
+    original = VAE.loss_and_grads
+    calls = {"n": 0}
+
+    def poisoned(self, x, **kw):
+        calls["n"] += 1
+        loss, grads = original(self, x, **kw)
+        if calls["n"] == 6:  # second step of the second epoch
+            grads["decoder.W0"][0, 0] = np.nan
+            self.poisoned_params = {k: p.copy() for k, p in self.params.items()}
+        return loss, grads
+
+    monkeypatch.setattr(VAE, "loss_and_grads", poisoned)
+    model = None
+    with pytest.raises(TrainingDiverged, match="at step 6 .epoch 2."):
+        run(tmp_path, "a")
+    model, _, meta = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    assert meta["epoch"] == 0  # the last good checkpoint, after epoch 1
+    assert all(np.all(np.isfinite(p)) for p in model.params.values())
+
+
+def test_warm_up_raises_beta_linearly():
+    config = TrainConfig(beta=2.0, warmup_epochs=4)
+    assert [config.beta_at(e) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+    assert TrainConfig(beta=0.5).beta_at(0) == 0.5
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"dataset": "cifar"}, "dataset must be one of"),
+    ({"likelihood": "poisson"}, "likelihood must be one of"),
+    ({"preprocess": "standardize"}, "needs a Gaussian likelihood"),
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"hidden_dims": (8, 0)}, r"hidden_dims\[1\]"),
+    ({"lr": -1.0}, "lr must be a finite number > 0"),
+    ({"beta": float("nan")}, "beta must be a finite number"),
+    ({"warmup_epochs": -1}, "warmup_epochs must be an integer >= 0"),
+    ({"dtype": "float16"}, "dtype must be one of"),
+])
+def test_config_rejects_bad_values(kw, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        TrainConfig(**kw)
+
+
+def test_gaussian_decoder_on_standardized_data_trains(tmp_path):
+    _, history = run(tmp_path, "g", likelihood="gaussian", preprocess="standardize",
+                     epochs=2)
+    assert all(np.isfinite(r["val_elbo"]) for r in history)
+
+
+def test_training_on_real_mnist(tmp_path, require_data):
+    require_data("mnist", "test")
+    _, history = run(tmp_path, "m", dataset="mnist", preprocess="dynamic", epochs=2,
+                     max_train=2000, n_validation=500)
+    assert history[-1]["val_elbo"] > history[0]["val_elbo"]
+    assert -400 < history[-1]["val_elbo"] < -100  # 784 binary pixels; far from trained
