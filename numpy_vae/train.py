@@ -196,6 +196,8 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
     """
     out = Path(out)
     ckpt_path = out / "checkpoint.npz"
+    for stale in out.glob(".*.tmp"):  # left by a run killed while writing a file
+        stale.unlink()
     if resume:
         model, opt, meta = load_checkpoint(ckpt_path)
         saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
