@@ -32,7 +32,8 @@ def tile(images, ncols, pad=1, fill=1.0):
 
 def image_grid(images, ncols=8, title=None, cmap="gray", colorbar=False):
     """A grid of images. Shapes: images (N, H, W)."""
-    canvas = tile(np.asarray(images, dtype=float), ncols)
+    # With a colour scale the gaps are NaN (blank), so they do not stretch the scale.
+    canvas = tile(np.asarray(images, dtype=float), ncols, fill=np.nan if colorbar else 1.0)
     scale = 6 / max(canvas.shape)
     fig = Figure(figsize=(canvas.shape[1] * scale + (1 if colorbar else 0),
                           canvas.shape[0] * scale + 0.4))
