@@ -12,16 +12,18 @@ PRESETS = {
                             hidden_dims=(400,), latent_dim=20, activation="relu",
                             epochs=10, batch_size=128, lr=1e-3, n_validation=0),
     # Burda et al. 2015 (IWAE), Table 1, VAE with k = 1: dynamically binarized MNIST,
-    # two deterministic tanh layers of 200 units, 50 latent units.
+    # two deterministic tanh layers of 200 units, 50 latent units. The paper trains
+    # 3,280 epochs; this schedule is meant for about an hour on 2 cores: 400 epochs,
+    # the learning rate decaying from 1e-3 to 1e-4 (0.1 ** (1 / 400) per epoch).
     "iwae-mnist": dict(dataset="mnist", likelihood="bernoulli", preprocess="dynamic",
                        hidden_dims=(200, 200), latent_dim=50, activation="tanh",
-                       epochs=300, batch_size=100, lr=1e-3, lr_decay=0.995,
+                       epochs=400, batch_size=100, lr=1e-3, lr_decay=0.9943,
                        n_validation=0),
     # The same recipe on Fashion-MNIST (a new row, no published figure to match).
     "iwae-fashion-mnist": dict(dataset="fashion-mnist", likelihood="bernoulli",
                                preprocess="dynamic", hidden_dims=(200, 200), latent_dim=50,
-                               activation="tanh", epochs=300, batch_size=100, lr=1e-3,
-                               lr_decay=0.995, n_validation=0),
+                               activation="tanh", epochs=400, batch_size=100, lr=1e-3,
+                               lr_decay=0.9943, n_validation=0),
     # Kingma & Welling 2013, Frey Face: Gaussian decoder with learned variance (the
     # lecture's P(x|z) = N(mu(z), sigma(z))), 200 hidden units.
     "frey-face": dict(dataset="frey-face", likelihood="gaussian", preprocess="grey",
