@@ -92,28 +92,45 @@ def bernoulli_log_likelihood(x, logits):
     """``log Bern(x; sigmoid(l)) = sum_d [x_d l_d - softplus(l_d)]`` per example.
 
     Stable for logits of any size without clipping: ``softplus(l) = max(l, 0)
-    + log1p(e)`` with ``e = exp(-|l|) <= 1``; the same ``e`` gives the sigmoid
+    + log(1 + e)`` with ``e = exp(-|l|) <= 1``; the same ``e`` gives the sigmoid
     in the backward pass, so one exponential serves both. For ``x`` in [0, 1]
     this is minus the binary cross-entropy.
+
+    ``log(1 + e)`` rather than ``log1p(e)``: as ``e <= 1`` its absolute error is
+    below one unit in the last place of 1 (the terms are summed, so only
+    absolute error matters), and on CPUs without AVX-512 NumPy's log1p runs a
+    scalar loop, 5-10x slower than log: it was the costliest line of a
+    training step. ``x l - max(l, 0)`` is written ``l (x - [l > 0])``.
 
     Shapes: x, logits (B, D) -> logp (B,).
     """
     check_array("x", x, ndim=2, finite=False)
     check_array("logits", logits, ndim=2, finite=False)
     check_same_shape("x, logits", x, logits)
-    e = np.exp(-np.abs(logits))  # (B, D)
-    logp = (x * logits - np.maximum(logits, 0) - np.log1p(e)).sum(axis=1)  # (B,)
-    return logp, (x, logits, e)
+    e = np.abs(logits)  # (B, D), then exp(-|l|) in place
+    np.negative(e, out=e)
+    np.exp(e, out=e)
+    one_plus_e = e + 1  # (B, D)
+    terms = logits * (x - (logits > 0))  # x l - max(l, 0), (B, D)
+    terms -= np.log(one_plus_e)
+    logp = terms.sum(axis=1)  # (B,)
+    return logp, (x, logits, e, one_plus_e)
 
 
 def bernoulli_log_likelihood_backward(dlogp, cache):
     """``d logp / dl = x - sigmoid(l)``, times ``dlogp``.
 
+    ``sigmoid(l)`` is ``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for l < 0;
+    since ``e <= 1``, the numerator is ``max(e, [l >= 0])``.
+
     Shapes: dlogp (B,) -> dlogits (B, D).
     """
-    x, logits, e = cache
-    p = np.where(logits >= 0, 1, e) / (1 + e)  # sigmoid(l), (B, D)
-    return dlogp[:, None] * (x - p)
+    x, logits, e, one_plus_e = cache
+    p = np.maximum(e, logits >= 0)  # numerator: 1 where l >= 0, else e, (B, D)
+    p /= one_plus_e  # sigmoid(l)
+    dlogits = np.subtract(x, p, out=p)  # (B, D)
+    dlogits *= dlogp[:, None]
+    return dlogits
 
 
 # ---------------------------------------------------------------------------

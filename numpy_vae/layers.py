@@ -23,19 +23,26 @@ def affine_forward(x, W, b):
 
     Shapes: x (B, I), W (I, O), b (O,) -> out (B, O).
     """
-    out = x @ W + b  # (B, O)
+    out = x @ W  # (B, O)
+    out += b  # in place: one (B, O) array instead of two
     return out, (x, W)
 
 
-def affine_backward(dout, cache):
+def affine_backward(dout, cache, need_dx=True, out=None):
     """Gradients of the affine map: ``dx = dout W^T``, ``dW = x^T dout``, ``db = sum_B dout``.
+
+    ``need_dx=False`` skips ``dx`` (returned as None): the first layer of a
+    network has no upstream layer, and its ``dx`` would be a whole matrix
+    product thrown away. ``out=(dW, db)`` writes the parameter gradients into
+    those arrays (e.g. views of one flat gradient buffer) instead of new ones.
 
     Shapes: dout (B, O) -> dx (B, I), dW (I, O), db (O,).
     """
     x, W = cache
-    dx = dout @ W.T  # (B, I)
-    dW = x.T @ dout  # (I, O)
-    db = dout.sum(axis=0)  # (O,)
+    dW_out, db_out = (None, None) if out is None else out
+    dx = dout @ W.T if need_dx else None  # (B, I)
+    dW = np.matmul(x.T, dout, out=dW_out)  # (I, O)
+    db = np.sum(dout, axis=0, out=db_out)  # (O,)
     return dx, dW, db
 
 
@@ -201,9 +208,14 @@ class MLP:
             params[w_name], params[b_name] = W, b
         return params
 
-    def forward(self, x):
-        """Run the stack, keeping every cache for ``backward``. Shapes: (B, I) -> (B, O)."""
-        check_array("x", x, shape=(None, self.sizes[0]))
+    def forward(self, x, check=True):
+        """Run the stack, keeping every cache for ``backward``. Shapes: (B, I) -> (B, O).
+
+        ``check=False`` skips the input check, for a caller that has just
+        validated ``x`` itself (the VAE), so a batch is not scanned twice.
+        """
+        if check:
+            check_array("x", x, shape=(None, self.sizes[0]))
         act_forward = ACTIVATIONS[self.activation][0]
         caches = []
         h = x
@@ -217,9 +229,13 @@ class MLP:
         self._caches = caches
         return h
 
-    def backward(self, dout):
+    def backward(self, dout, need_dx=True, out=None):
         """Backpropagate ``dout``; fill ``self.grads`` (same keys as params); return dx.
 
+        ``need_dx=False`` skips the input gradient (returns None), which saves
+        the first layer's largest matrix product when the input is data. With
+        ``out`` (a dict with the keys of params), every gradient is written
+        into ``out[name]`` in place and ``self.grads`` holds those arrays.
         Raises ``RuntimeError`` if no ``forward`` ran since the last ``backward``.
         """
         if self._caches is None:
@@ -231,8 +247,9 @@ class MLP:
             affine_cache, act_cache = self._caches[i]
             if i < self.n_layers - 1:
                 dh = act_backward(dh, act_cache)  # (B, H_i)
-            dh, dW, db = affine_backward(dh, affine_cache)
             w_name, b_name = self.names(i)
+            buffers = None if out is None else (out[w_name], out[b_name])
+            dh, dW, db = affine_backward(dh, affine_cache, need_dx=need_dx or i > 0, out=buffers)
             self.grads[w_name], self.grads[b_name] = dW, db
         self._caches = None
         return dh

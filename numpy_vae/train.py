@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from ._checks import check_choice, check_positive_float, check_positive_int
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .optim import Adam
+from .optim import Adam, flat_buffer
 from .vae import LIKELIHOODS, VAE
 
 PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
@@ -86,6 +86,20 @@ class TrainConfig:
         if self.warmup_epochs == 0:
             return self.beta
         return self.beta * min(1.0, (epoch + 1) / self.warmup_epochs)
+
+
+def all_finite(arrays):
+    """True if no array of the dict holds NaN or Inf (one pass over a flat buffer if any)."""
+    flat = flat_buffer(arrays) if arrays else None
+    if flat is not None:
+        return bool(np.isfinite(flat).all())
+    return all(np.isfinite(a).all() for a in arrays.values())
+
+
+def _last_good(ckpt_path, epoch):
+    if epoch == 0:
+        return "No checkpoint had been written yet."
+    return f"{ckpt_path} keeps the last good checkpoint (epoch {epoch})."
 
 
 class TrainingDiverged(RuntimeError):
@@ -240,12 +254,11 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
             x = pre(train.images[idx], rng)
             loss, grads = model.loss_and_grads(x, rng=rng, beta=beta)
             step += 1
-            if not (np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads.values())):
+            if not (np.isfinite(loss) and all_finite(grads)):
                 raise TrainingDiverged(
                     f"non-finite loss or gradient at step {step} (epoch {epoch + 1}); the "
-                    f"parameters were not updated with it and {ckpt_path} holds the last good "
-                    f"checkpoint (epoch {start if epoch == start else epoch}). Try a smaller "
-                    f"learning rate (was {opt.lr:g}).")
+                    f"parameters were not updated with it. {_last_good(ckpt_path, epoch)} "
+                    f"Try a smaller learning rate (was {opt.lr:g}).")
             opt.step(model.params, grads)
             terms = model.last_terms
             sums += len(idx) * np.array([loss, terms["reconstruction"], terms["kl"]])
@@ -258,6 +271,13 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
                "val_reconstruction": val_terms["reconstruction"], "val_kl": val_terms["kl"],
                "seconds": time.perf_counter() - t0}
         row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
+        if not (all_finite(model.params) and all_finite(opt.m) and all_finite(opt.v)
+                and np.isfinite(row["val_elbo"])):
+            raise TrainingDiverged(
+                f"the parameters, Adam's moments or the validation ELBO overflowed by the end "
+                f"of epoch {epoch + 1} (step {step}; a squared gradient beyond the float "
+                f"range). {_last_good(ckpt_path, epoch)} Try a smaller learning rate "
+                f"(was {opt.lr:g}).")
         history.append(row)
         save_checkpoint(ckpt_path, model, opt, {
             "epoch": epoch, "train_config": config.to_dict(), "history": history,

@@ -57,6 +57,14 @@ class VAE:
     ----------
     params : dict of str -> ndarray
         The only parameter storage; optimizers update its arrays in place.
+        Each array is a view into ``flat_params``.
+    flat_params : ndarray, shape (num_params,)
+        One contiguous buffer behind every array of ``params``, in the order
+        of ``params``, so that an optimizer can update all parameters with a
+        few whole-array operations (see ``optim.flat_buffer``). Change
+        parameters in place (``params[name][...] = new``): assigning a new
+        array to a key (``params[name] = new``) cuts that key off the buffer;
+        the model and the optimizers still work, on the slower per-key path.
     last_terms : dict
         Batch means of "reconstruction" and "kl" from the last ``loss_and_grads``.
     """
@@ -73,9 +81,12 @@ class VAE:
         self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
         self.activation = check_choice(
             "activation", activation, [a for a in ACTIVATIONS if a != "identity"])
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {np.dtype(dtype)}")
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype) if dtype is not None else None
+        except TypeError:
+            self.dtype = None
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
         self.min_variance = check_positive_float("min_variance", min_variance)
         self.fixed_variance = check_positive_float("fixed_variance", fixed_variance)
         rng = check_rng("rng", np.random.default_rng() if rng is None else rng)
@@ -86,9 +97,20 @@ class VAE:
         # The encoder's head outputs mu and logvar side by side: one matrix product.
         self.encoder = MLP((D, *H, 2 * Z), self.activation, self.params, "encoder.")
         self.decoder = MLP((Z, *reversed(H), out_dim), self.activation, self.params, "decoder.")
-        for net in (self.encoder, self.decoder):
-            self.params.update(net.init_params(rng, self.dtype))
+        initial = {**self.encoder.init_params(rng, self.dtype),
+                   **self.decoder.init_params(rng, self.dtype)}
+        self.flat_params = np.concatenate([p.ravel() for p in initial.values()])
+        self.params.update(self._views(self.flat_params, initial))
         self.last_terms = {}
+
+    @staticmethod
+    def _views(flat, like):
+        """Views of ``flat`` with the shapes of ``like``'s arrays, back to back, same keys."""
+        views, start = {}, 0
+        for name, a in like.items():
+            views[name] = flat[start:start + a.size].reshape(a.shape)
+            start += a.size
+        return views
 
     @property
     def config(self):
@@ -115,12 +137,12 @@ class VAE:
     def _check_z(self, name, z, n=None):
         return check_array(name, z, shape=(n, self.latent_dim), dtype=self.dtype)
 
-    def _noise(self, eps, rng, n):
+    def _noise(self, eps, rng, n, name="eps"):
         """``eps`` if given (checked), else a fresh N(0, I) draw of shape (n, Z) from ``rng``."""
         if eps is not None:
-            return self._check_z("eps", eps, n)
+            return self._check_z(name, eps, n)
         if rng is None:
-            raise ValueError("give either eps (an (B, Z) array of N(0, 1) noise) or rng")
+            raise ValueError(f"give either {name} (an (n, Z) array) or rng")
         return check_rng("rng", rng).standard_normal((n, self.latent_dim), dtype=self.dtype)
 
     # -- the two networks ----------------------------------------------------
@@ -131,7 +153,7 @@ class VAE:
         return self._encode(x)
 
     def _encode(self, x):
-        h = self.encoder.forward(x)  # (B, 2Z)
+        h = self.encoder.forward(x, check=False)  # (B, 2Z); x was checked by the caller
         return h[:, :self.latent_dim], h[:, self.latent_dim:]
 
     def decode(self, z):
@@ -146,8 +168,12 @@ class VAE:
         return out
 
     def _decode(self, z):
-        """Decoder forward; returns the likelihood's parameters and the bound's cache."""
-        h = self.decoder.forward(z)  # (B, D) or (B, 2D)
+        """Decoder forward; returns the likelihood's parameters and the bound's cache.
+
+        ``z`` is checked by the public callers (``decode``, ``sample``) or computed
+        from a checked ``x``; if training diverges, the loss comes out NaN.
+        """
+        h = self.decoder.forward(z, check=False)  # (B, D) or (B, 2D); z was checked or computed
         if self.likelihood != "gaussian":
             return h, None
         mean, raw = h[:, :self.data_dim], h[:, self.data_dim:]
@@ -198,7 +224,9 @@ class VAE:
 
         ``loss = mean_B -(log P(x|z) - beta * KL(q(z|x) || P(z)))`` with
         ``z = mu + exp(logvar / 2) * eps``; ``beta = 1`` gives minus the ELBO.
-        Sets ``self.last_terms`` to the batch means of both terms.
+        Sets ``self.last_terms`` to the batch means of both terms. The gradients
+        are views into one new flat array laid out like ``flat_params``, which
+        lets an optimizer update everything at once.
 
         Shapes: x (B, D), eps (B, Z) -> loss float, grads {name: shape of params[name]}.
         """
@@ -214,14 +242,15 @@ class VAE:
         # Backward, in reverse order: d loss / d rec_i = -1/B, d loss / d kl_i = beta/B.
         drec = np.full(B, -1.0 / B, dtype=self.dtype)  # (B,)
         dout = self._log_px_backward(drec, rec_cache, bound_cache)  # (B, D) or (B, 2D)
-        dz = self.decoder.backward(dout)  # (B, Z)
+        flat_grads = np.empty_like(self.flat_params)  # written by the two backward passes
+        grads = self._views(flat_grads, self.params)
+        dz = self.decoder.backward(dout, out=grads)  # (B, Z)
         dmu, dlogvar = dist.reparameterize_backward(dz, rep_cache)  # (B, Z) each
         dkl = np.full(B, beta / B, dtype=self.dtype)  # (B,)
         dmu_kl, dlogvar_kl = dist.kl_standard_normal_backward(dkl, kl_cache)
         dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)  # (B, 2Z)
-        self.encoder.backward(dh)
-        grads = {**self.encoder.grads, **self.decoder.grads}
-        return loss, {k: grads[k] for k in self.params}
+        self.encoder.backward(dh, need_dx=False, out=grads)  # no gradient for the data x
+        return loss, grads
 
     # -- generation and evaluation ---------------------------------------------
 
@@ -232,7 +261,7 @@ class VAE:
         mean otherwise. Shapes: -> (n, D).
         """
         n = check_positive_int("n", n)
-        z = self._noise(z, rng, n)
+        z = self._noise(z, rng, n, name="z")
         out, _ = self._decode(z)
         if self.likelihood == "bernoulli":
             return sigmoid(out)
