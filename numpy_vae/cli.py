@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from . import __version__, plots
 from . import data as datasets
 from .checkpoint import CheckpointError, load_checkpoint, write_json
+from .layers import INITS
 from .presets import PRESETS
 from .train import (
     PREPROCESSING,
@@ -66,6 +67,7 @@ def build_parser():
                    help="epochs of linear KL warm-up from 0 to beta")
     t.add_argument("--max-train", type=int, help="use only this many training images")
     t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--init", choices=INITS, help="weight initialisation (uniform: PyTorch's)")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", type=Path, help="run folder (default runs/<name>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")

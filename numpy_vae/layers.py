@@ -144,15 +144,27 @@ ACTIVATIONS = {
 # Initialisation
 
 
-def init_dense(fan_in, fan_out, activation, rng, dtype=np.float64):
-    """Weights for a dense layer followed by ``activation``; biases are zero.
+INITS = ("he-glorot", "uniform")
 
-    He normal (std ``sqrt(2 / fan_in)``) for the ReLU family, which zeroes half
-    its inputs; Glorot uniform (limit ``sqrt(6 / (fan_in + fan_out))``) for the
-    others, which are near-linear around 0.
+
+def init_dense(fan_in, fan_out, activation, rng, dtype=np.float64, scheme="he-glorot"):
+    """Weights and biases for a dense layer followed by ``activation``.
+
+    "he-glorot" (the default): He normal (std ``sqrt(2 / fan_in)``) for the
+    ReLU family, which zeroes half its inputs; Glorot uniform (limit
+    ``sqrt(6 / (fan_in + fan_out))``) for the others, which are near-linear
+    around 0; biases zero. "uniform": weights and biases from
+    ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, the default of PyTorch's
+    ``nn.Linear`` (used to reproduce its results).
 
     Shapes: -> W (fan_in, fan_out), b (fan_out,).
     """
+    check_choice("scheme", scheme, INITS)
+    if scheme == "uniform":
+        bound = 1.0 / np.sqrt(fan_in)
+        W = rng.uniform(-bound, bound, size=(fan_in, fan_out))
+        b = rng.uniform(-bound, bound, size=fan_out)
+        return W.astype(dtype), b.astype(dtype)
     if activation in ("relu", "leaky_relu"):
         W = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
     else:
@@ -198,12 +210,12 @@ class MLP:
         """The parameter names of layer ``i``: ``(prefix + "W{i}", prefix + "b{i}")``."""
         return f"{self.prefix}W{i}", f"{self.prefix}b{i}"
 
-    def init_params(self, rng, dtype=np.float64):
+    def init_params(self, rng, dtype=np.float64, scheme="he-glorot"):
         """Fresh parameters for every layer (see ``init_dense``), as a new dict."""
         params = {}
         for i in range(self.n_layers):
             act = self.activation if i < self.n_layers - 1 else "identity"
-            W, b = init_dense(self.sizes[i], self.sizes[i + 1], act, rng, dtype)
+            W, b = init_dense(self.sizes[i], self.sizes[i + 1], act, rng, dtype, scheme)
             w_name, b_name = self.names(i)
             params[w_name], params[b_name] = W, b
         return params

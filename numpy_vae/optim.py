@@ -69,7 +69,7 @@ def flat_buffer(arrays):
     return base if address == end else None
 
 
-def _views(flat, like):
+def tile_views(flat, like):
     """Views of the 1-D ``flat`` shaped like the arrays of the dict ``like``, back to back."""
     views, start = {}, 0
     for name, a in like.items():
@@ -194,7 +194,7 @@ class Adam:
                     and flat.shape == flat_p.shape and flat.dtype == flat_p.dtype
                     and all(a.base is flat for a in state.values())):
                 flat = np.zeros_like(flat_p)
-                views = _views(flat, params)
+                views = tile_views(flat, params)
                 for k, a in state.items():
                     if k in views:
                         views[k][...] = a

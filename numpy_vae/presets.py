@@ -7,10 +7,12 @@ the command line override single fields. Each entry is a dict of
 
 PRESETS = {
     # The PyTorch examples' VAE (github.com/pytorch/examples, vae/main.py):
-    # 784-400-20 ReLU, Bernoulli decoder on grey-level MNIST, Adam 1e-3, batch 128.
+    # 784-400-20 ReLU, Bernoulli decoder on grey-level MNIST, Adam 1e-3, batch 128,
+    # and nn.Linear's default initialisation.
     "pytorch-example": dict(dataset="mnist", likelihood="bernoulli", preprocess="grey",
                             hidden_dims=(400,), latent_dim=20, activation="relu",
-                            epochs=10, batch_size=128, lr=1e-3, n_validation=0),
+                            epochs=10, batch_size=128, lr=1e-3, n_validation=0,
+                            init="uniform"),
     # Burda et al. 2015 (IWAE), Table 1, VAE with k = 1: dynamically binarized MNIST,
     # two deterministic tanh layers of 200 units, 50 latent units. The paper trains
     # 3,280 epochs; this schedule is meant for about an hour on 2 cores: 400 epochs,

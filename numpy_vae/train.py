@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from ._checks import check_choice, check_positive_float, check_positive_int
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .layers import INITS
 from .optim import Adam, flat_buffer
 from .vae import LIKELIHOODS, VAE
 
@@ -54,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     min_variance: float = 1e-4
     fixed_variance: float = 1.0
+    init: str = "he-glorot"  # weight initialisation, see layers.init_dense
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -61,6 +63,7 @@ class TrainConfig:
         check_choice("likelihood", self.likelihood, LIKELIHOODS)
         check_choice("preprocess", self.preprocess, PREPROCESSING)
         check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("init", self.init, INITS)
         if self.likelihood == "bernoulli" and self.preprocess == "standardize":
             raise ValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
                              "Bernoulli likelihood needs x in [0, 1]")
@@ -182,7 +185,7 @@ def build_model(config, rng):
     data_dim = {"shapes": 784, "mnist": 784, "fashion-mnist": 784, "frey-face": 560}
     return VAE(data_dim[config.dataset], config.hidden_dims, config.latent_dim,
                config.likelihood, config.activation, np.dtype(config.dtype), rng,
-               config.min_variance, config.fixed_variance)
+               config.min_variance, config.fixed_variance, config.init)
 
 
 def write_history(path, history):

@@ -25,7 +25,8 @@ from ._checks import (
     check_rng,
     check_unit_interval,
 )
-from .layers import ACTIVATIONS, MLP, sigmoid
+from .layers import ACTIVATIONS, INITS, MLP, sigmoid
+from .optim import tile_views
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-fixed")
 
@@ -52,6 +53,8 @@ class VAE:
         The dtype of every parameter; inputs must have it too.
     rng : np.random.Generator
         Initialises the weights (fresh entropy when None).
+    init : {"he-glorot", "uniform"}
+        The weight initialisation (see ``layers.init_dense``).
 
     Attributes
     ----------
@@ -71,7 +74,7 @@ class VAE:
 
     def __init__(self, data_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
                  activation="relu", dtype=np.float64, rng=None, min_variance=1e-4,
-                 fixed_variance=1.0):
+                 fixed_variance=1.0, init="he-glorot"):
         self.data_dim = check_positive_int("data_dim", data_dim)
         if isinstance(hidden_dims, (int, np.integer)) or not hasattr(hidden_dims, "__iter__"):
             raise TypeError(f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}")
@@ -83,12 +86,13 @@ class VAE:
             "activation", activation, [a for a in ACTIVATIONS if a != "identity"])
         try:
             self.dtype = np.dtype(dtype) if dtype is not None else None
-        except TypeError:
+        except Exception:  # np.dtype raises TypeError, ValueError or even SyntaxError
             self.dtype = None
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
         self.min_variance = check_positive_float("min_variance", min_variance)
         self.fixed_variance = check_positive_float("fixed_variance", fixed_variance)
+        self.init = check_choice("init", init, INITS)
         rng = check_rng("rng", np.random.default_rng() if rng is None else rng)
 
         D, Z, H = self.data_dim, self.latent_dim, self.hidden_dims
@@ -97,20 +101,11 @@ class VAE:
         # The encoder's head outputs mu and logvar side by side: one matrix product.
         self.encoder = MLP((D, *H, 2 * Z), self.activation, self.params, "encoder.")
         self.decoder = MLP((Z, *reversed(H), out_dim), self.activation, self.params, "decoder.")
-        initial = {**self.encoder.init_params(rng, self.dtype),
-                   **self.decoder.init_params(rng, self.dtype)}
+        initial = {**self.encoder.init_params(rng, self.dtype, self.init),
+                   **self.decoder.init_params(rng, self.dtype, self.init)}
         self.flat_params = np.concatenate([p.ravel() for p in initial.values()])
-        self.params.update(self._views(self.flat_params, initial))
+        self.params.update(tile_views(self.flat_params, initial))
         self.last_terms = {}
-
-    @staticmethod
-    def _views(flat, like):
-        """Views of ``flat`` with the shapes of ``like``'s arrays, back to back, same keys."""
-        views, start = {}, 0
-        for name, a in like.items():
-            views[name] = flat[start:start + a.size].reshape(a.shape)
-            start += a.size
-        return views
 
     @property
     def config(self):
@@ -120,6 +115,7 @@ class VAE:
             "latent_dim": self.latent_dim, "likelihood": self.likelihood,
             "activation": self.activation, "dtype": self.dtype.name,
             "min_variance": self.min_variance, "fixed_variance": self.fixed_variance,
+            "init": self.init,
         }
 
     @property
@@ -243,7 +239,7 @@ class VAE:
         drec = np.full(B, -1.0 / B, dtype=self.dtype)  # (B,)
         dout = self._log_px_backward(drec, rec_cache, bound_cache)  # (B, D) or (B, 2D)
         flat_grads = np.empty_like(self.flat_params)  # written by the two backward passes
-        grads = self._views(flat_grads, self.params)
+        grads = tile_views(flat_grads, self.params)
         dz = self.decoder.backward(dout, out=grads)  # (B, Z)
         dmu, dlogvar = dist.reparameterize_backward(dz, rep_cache)  # (B, Z) each
         dkl = np.full(B, beta / B, dtype=self.dtype)  # (B,)

@@ -114,3 +114,14 @@ def test_mlp_shapes(batch, width_in, width_out, activation):
     out = mlp.forward(np.ones((batch, width_in)))
     assert out.shape == (batch, width_out)
     assert mlp.backward(np.ones_like(out)).shape == (batch, width_in)
+
+
+def test_uniform_init_is_pytorch_linear_default():
+    rng = np.random.default_rng(4)
+    W, b = layers.init_dense(400, 300, "relu", rng, scheme="uniform")
+    bound = 1 / np.sqrt(400)
+    assert np.abs(W).max() <= bound and np.abs(b).max() <= bound
+    assert abs(W.std() - bound / np.sqrt(3)) < 0.01 * bound  # std of U(-a, a) is a/sqrt(3)
+    assert b.std() > 0.5 * bound / np.sqrt(3)  # biases are drawn too
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        layers.init_dense(3, 2, "relu", rng, scheme="xavier")
