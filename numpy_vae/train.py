@@ -170,8 +170,7 @@ def evaluate_elbo(model, x, rng, batch_size=1000):
     rec_sum = kl_sum = 0.0
     for i in range(0, len(x), batch_size):
         xb = x[i:i + batch_size]
-        eps = rng.standard_normal((len(xb), model.latent_dim), dtype=model.dtype)
-        rec, kl, _ = model._terms(xb, eps)
+        rec, kl = model.elbo_terms(xb, rng=rng)
         rec_sum += float(rec.sum())
         kl_sum += float(kl.sum())
     n = len(x)

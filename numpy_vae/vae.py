@@ -205,14 +205,22 @@ class VAE:
         kl, kl_cache = dist.kl_standard_normal(mu, logvar)  # (B,)
         return rec, kl, (rep_cache, bound_cache, rec_cache, kl_cache)
 
+    def elbo_terms(self, x, eps=None, rng=None):
+        """The two terms of the bound per example: ``(log P(x|z), KL(q(z|x) || P(z)))``.
+
+        One reparameterized sample z per example. Shapes: x (B, D), eps (B, Z) -> (B,), (B,).
+        """
+        self._check_x(x)
+        eps = self._noise(eps, rng, x.shape[0])
+        rec, kl, _ = self._terms(x, eps)
+        return rec, kl
+
     def elbo(self, x, eps=None, rng=None):
         """One-sample estimate of the lower bound per example: ``log P(x|z) - KL``.
 
         Shapes: x (B, D), eps (B, Z) -> (B,).
         """
-        self._check_x(x)
-        eps = self._noise(eps, rng, x.shape[0])
-        rec, kl, _ = self._terms(x, eps)
+        rec, kl = self.elbo_terms(x, eps, rng)
         return rec - kl
 
     def loss_and_grads(self, x, eps=None, beta=1.0, rng=None):
