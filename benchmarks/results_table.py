@@ -1,0 +1,71 @@
+"""Summarise finished runs for the README's results table.
+
+For each run folder: the data set, the epochs trained, the training time (the
+sum of history.csv's seconds), the last epoch's held-out ELBO (the test set for
+presets with n_validation = 0) and, if ``numpy-vae evaluate`` was run, its
+test ELBO and importance-weighted log p(x).
+
+Usage: python benchmarks/results_table.py runs/pytorch-example-s0 runs/... [--mean] [--plot F]
+With --mean, also the mean and spread of the last ELBO over all the given runs
+(for one preset trained with several seeds); with --plot, a PNG of the held-out
+ELBO against training time for each run.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from numpy_vae.train import read_history
+
+
+def summary(run):
+    run = Path(run)
+    history = read_history(run / "history.csv")
+    config = json.loads((run / "checkpoint.json").read_text())["train_config"]
+    row = {"run": run.name, "dataset": config["dataset"], "epochs": history[-1]["epoch"],
+           "minutes": sum(r["seconds"] for r in history) / 60,
+           "last_heldout_elbo": history[-1]["val_elbo"]}
+    for path in sorted(run.glob("evaluation-k*.json")):
+        result = json.loads(path.read_text())
+        k = result["num_samples"]
+        row["test_elbo"] = result["test_elbo"]
+        row[f"log_px_k{k}"] = result["test_log_likelihood"]
+        row[f"examples_k{k}"] = result["examples"]
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--mean", action="store_true")
+    ap.add_argument("--plot", type=Path, help="write held-out ELBO against minutes here")
+    args = ap.parse_args()
+    rows = [summary(r) for r in args.runs]
+    for row in rows:
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    if args.mean:
+        last = np.array([r["last_heldout_elbo"] for r in rows])
+        print(f"mean last held-out ELBO over {len(last)} runs: {last.mean():.3f} "
+              f"(min {last.min():.3f}, max {last.max():.3f})")
+    if args.plot:
+        fig = Figure(figsize=(6, 3.8))
+        ax = fig.add_subplot()
+        for run in args.runs:
+            history = read_history(run / "history.csv")
+            minutes = np.cumsum([r["seconds"] for r in history]) / 60
+            ax.plot(minutes, [r["val_elbo"] for r in history], label=run.name)
+        ax.set_xlabel("training time (minutes)")
+        ax.set_ylabel("held-out ELBO (nats)")
+        lows = [summary(r)["last_heldout_elbo"] for r in args.runs]
+        ax.set_ylim(min(lows) - 15, max(lows) + 3)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.savefig(args.plot, dpi=90, bbox_inches="tight")
+        print(f"written: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
