@@ -94,12 +94,12 @@ def build_parser():
     return p
 
 
-def config_from_args(args):
-    """TrainConfig: the defaults, then the preset, then the options given explicitly."""
+def config_from_args(args, base):
+    """TrainConfig: the defaults, then ``base`` (a preset or a saved run's config), then the
+    options given explicitly."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = dict(PRESETS[args.preset]) if args.preset else {}
-    values.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
-    return TrainConfig(**values)
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return TrainConfig(**{**base, **given})
 
 
 def _load_run(run):
@@ -112,11 +112,9 @@ def cmd_train(args):
         if args.out is None:
             raise ValueError("--resume needs --out RUN_FOLDER, the run to continue")
         saved = load_checkpoint(args.out / "checkpoint.npz")[2]["train_config"]
-        fields = {f.name for f in dataclasses.fields(TrainConfig)}
-        config = TrainConfig(**{**saved, **{k: v for k, v in vars(args).items()
-                                            if k in fields and v is not None}})
+        config = config_from_args(args, saved)
     else:
-        config = config_from_args(args)
+        config = config_from_args(args, PRESETS[args.preset] if args.preset else {})
     name = args.preset or config.dataset
     out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"numpy_vae {__version__}: training on {config.dataset} -> {out}")

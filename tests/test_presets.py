@@ -1,0 +1,32 @@
+"""Every preset trains for a few steps, so that none can rot."""
+
+import numpy as np
+import pytest
+from test_cli import cli
+
+from numpy_vae.checkpoint import load_checkpoint
+from numpy_vae.presets import PRESETS
+from numpy_vae.train import TrainConfig, fit
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_preset_is_a_valid_config_and_trains_a_few_steps(name, tmp_path, require_data):
+    config = TrainConfig(**PRESETS[name])
+    require_data(config.dataset, "test")
+    r = cli("train", "--preset", name, "--epochs", "1", "--max-train", "200", "--quiet",
+            "--no-pictures", "--no-download", "--out", tmp_path / name)
+    assert r.returncode == 0, r.stderr
+    assert "final validation ELBO" in r.stdout
+
+
+def test_options_given_explicitly_override_the_preset(tmp_path):
+    r = cli("train", "--preset", "iwae-mnist", "--dataset", "shapes", "--hidden", "8",
+            "--latent", "2", "--epochs", "1", "--max-train", "64", "--quiet", "--no-pictures",
+            "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    config = TrainConfig(**{**PRESETS["iwae-mnist"], "dataset": "shapes", "hidden_dims": (8,),
+                            "latent_dim": 2, "epochs": 1, "max_train": 64})
+    model, history = fit(config, tmp_path / "direct", progress=False, log=lambda s: None)
+    cli_model, _, meta = load_checkpoint(tmp_path / "o" / "checkpoint.npz")
+    assert meta["train_config"]["activation"] == "tanh"  # from the preset
+    assert all(np.array_equal(model.params[k], cli_model.params[k]) for k in model.params)
