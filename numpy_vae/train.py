@@ -218,12 +218,11 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
         model, opt, meta = load_checkpoint(ckpt_path)
         saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
         if saved != config:
-            diff = {k: (v, getattr(config, k)) for k, v in saved.to_dict().items()
-                    if getattr(config, k) != getattr(saved, k) and k != "hidden_dims"
-                    or (k == "hidden_dims" and tuple(v) != config.hidden_dims)}
+            diff = [f"{f.name} (run: {getattr(saved, f.name)!r}, asked: "
+                    f"{getattr(config, f.name)!r})" for f in dataclasses.fields(TrainConfig)
+                    if getattr(saved, f.name) != getattr(config, f.name)]
             raise CheckpointError(f"cannot resume {out}: its config differs in "
-                                  + ", ".join(f"{k} (run: {a!r}, asked: {b!r})"
-                                              for k, (a, b) in diff.items()))
+                                  + ", ".join(diff))
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng_state"]
         history, start = meta["history"], meta["epoch"] + 1
