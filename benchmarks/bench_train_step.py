@@ -16,6 +16,9 @@ batches and with the same number of threads (``torch.set_num_threads``;
 threadpoolctl for NumPy's BLAS and ``Adam(threads=n)`` for numpy_vae's
 optimizer), and compared as ratios of medians, since the machine may be shared
 and absolute times drift. Each library initialises its weights its own way.
+Like ``numpy-vae train``, the script first asks glibc's malloc to keep freed
+memory (``train.keep_freed_memory``); the setting is per process, so PyTorch
+runs with it too.
 On a machine where other jobs hold the cores, multi-threaded timings of both
 libraries are dominated by worker threads waiting for each other; trust the
 1-thread figures there.
@@ -51,6 +54,7 @@ import numpy as np
 
 import numpy_vae
 from numpy_vae import VAE, Adam
+from numpy_vae.train import keep_freed_memory
 
 torch = None  # imported by import_torch(), never in the memory-measuring child process
 
@@ -470,7 +474,9 @@ def main(argv=None):
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from speed, scaling, memory")
 
+    kept = keep_freed_memory()  # as numpy_vae's training does; PyTorch shares the setting
     print("## Machine\n")
+    print(f"- glibc malloc keeps freed memory (numpy_vae.train.keep_freed_memory): {kept}")
     for k, v in machine().items():
         print(f"- {k}: {v}")
     if torch is None and not args.no_torch:
