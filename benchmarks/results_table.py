@@ -8,7 +8,8 @@ test ELBO and importance-weighted log p(x).
 Usage: python benchmarks/results_table.py runs/pytorch-example-s0 runs/... [--mean] [--plot F]
 With --mean, also the mean and spread of the last ELBO over all the given runs
 (for one preset trained with several seeds); with --plot, a PNG of the held-out
-ELBO against training time for each run.
+ELBO against training time for each run, with the importance-weighted log p(x)
+estimates of runs that made them (``log_px_every``).
 """
 
 import argparse
@@ -56,7 +57,11 @@ def main():
         for run in args.runs:
             history = read_history(run / "history.csv")
             minutes = np.cumsum([r["seconds"] for r in history]) / 60
-            ax.plot(minutes, [r["val_elbo"] for r in history], label=run.name)
+            line, = ax.plot(minutes, [r["val_elbo"] for r in history], label=f"{run.name}: ELBO")
+            log_px = np.array([r.get("val_log_px", np.nan) for r in history])
+            if np.isfinite(log_px).any():
+                ax.plot(minutes[np.isfinite(log_px)], log_px[np.isfinite(log_px)], "o-", ms=3,
+                        color=line.get_color(), alpha=0.6, label=f"{run.name}: log p(x)")
         ax.set_xlabel("training time (minutes)")
         ax.set_ylabel("held-out ELBO (nats)")
         lows = [summary(r)["last_heldout_elbo"] for r in args.runs]

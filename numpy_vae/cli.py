@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import __version__, plots
 from . import data as datasets
@@ -24,6 +23,7 @@ from .train import (
     Preprocessor,
     TrainConfig,
     TrainingDiverged,
+    estimate_log_px,
     evaluate_elbo,
     fit,
     fixed_inputs,
@@ -70,6 +70,10 @@ def build_parser():
     t.add_argument("--dtype", choices=["float32", "float64"])
     t.add_argument("--init", choices=INITS, help="weight initialisation (uniform: PyTorch's)")
     t.add_argument("--seed", type=int)
+    t.add_argument("--log-px-every", type=int, help="every N epochs, estimate log p(x) of "
+                   "held-out images by importance sampling (history.csv: val_log_px)")
+    t.add_argument("--log-px-samples", type=int, help="importance samples for that (1000)")
+    t.add_argument("--log-px-examples", type=int, help="held-out images for that (1000)")
     t.add_argument("--out", type=Path, help="run folder (default runs/<name>-<time>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-pictures", action="store_true")
@@ -144,13 +148,7 @@ def cmd_evaluate(args):
     rng = np.random.default_rng(args.seed)
     elbo = evaluate_elbo(model, x, rng)
     k = args.num_samples
-    ll = []
-    batch = max(1, 20_000 // k)
-    with tqdm(total=len(x), desc=f"log p(x), k={k}", unit="image", disable=args.quiet) as bar:
-        for i in range(0, len(x), batch):
-            ll.append(model.log_likelihood(x[i:i + batch], num_samples=k, rng=rng))
-            bar.update(len(ll[-1]))
-    ll = float(np.concatenate(ll).mean())
+    ll = estimate_log_px(model, x, k, rng, progress=not args.quiet)
     D = model.data_dim
     result = {"epoch": meta["epoch"] + 1, "examples": len(x), "num_samples": k,
               "test_elbo": elbo["elbo"], "test_reconstruction": elbo["reconstruction"],

@@ -5,6 +5,7 @@ One run lives in one folder::
     run/checkpoint.npz   model, Adam state, RNG state, config, history (see checkpoint.py)
     run/checkpoint.json  the same metadata, readable
     run/history.csv      one row per epoch: training loss and its two terms, validation ELBO
+                         (and, every log_px_every epochs, importance-weighted log p(x))
     run/*.png            the pictures (plots.py)
 
 All randomness of training (shuffling, dynamic binarization, the noise eps)
@@ -30,7 +31,7 @@ from .vae import LIKELIHOODS, VAE
 
 PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
 HISTORY_FIELDS = ("epoch", "beta", "lr", "train_loss", "train_reconstruction", "train_kl",
-                  "val_elbo", "val_reconstruction", "val_kl", "seconds")
+                  "val_elbo", "val_reconstruction", "val_kl", "seconds", "val_log_px")
 
 
 M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameter numbers (malloc.h)
@@ -80,6 +81,11 @@ class TrainConfig:
     min_variance: float = 1e-4
     fixed_variance: float = 1.0
     init: str = "he-glorot"  # weight initialisation, see layers.init_dense
+    # Every log_px_every epochs (and after the last; 0: never), estimate log p(x) of the
+    # first log_px_examples held-out images with log_px_samples importance samples.
+    log_px_every: int = 0
+    log_px_samples: int = 1000
+    log_px_examples: int = 1000
 
     def __post_init__(self):
         self.hidden_dims = tuple(self.hidden_dims)
@@ -91,14 +97,14 @@ class TrainConfig:
         if self.likelihood == "bernoulli" and self.preprocess == "standardize":
             raise ValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
                              "Bernoulli likelihood needs x in [0, 1]")
-        for name in ("latent_dim", "epochs", "batch_size"):
+        for name in ("latent_dim", "epochs", "batch_size", "log_px_samples", "log_px_examples"):
             check_positive_int(name, getattr(self, name))
         for i, h in enumerate(self.hidden_dims):
             check_positive_int(f"hidden_dims[{i}]", h)
         for name in ("lr", "lr_decay", "min_variance", "fixed_variance"):
             check_positive_float(name, getattr(self, name))
         check_positive_float("beta", self.beta, allow_zero=True)
-        for name in ("warmup_epochs", "n_validation", "max_train", "seed"):
+        for name in ("warmup_epochs", "n_validation", "max_train", "seed", "log_px_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -201,6 +207,23 @@ def evaluate_elbo(model, x, rng, batch_size=1000):
     return {"elbo": (rec_sum - kl_sum) / n, "reconstruction": rec_sum / n, "kl": kl_sum / n}
 
 
+def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20_000):
+    """Mean importance-weighted estimate of log p(x) over ``x`` (``VAE.log_likelihood``).
+
+    Runs ``rows_per_call // num_samples`` images at a time, with a progress bar
+    if ``progress``.
+    """
+    batch = max(1, rows_per_call // num_samples)
+    total = 0.0
+    with tqdm(total=len(x), desc=f"log p(x), k={num_samples}", unit="image",
+              disable=not progress, leave=False) as bar:
+        for i in range(0, len(x), batch):
+            ll = model.log_likelihood(x[i:i + batch], num_samples=num_samples, rng=rng)
+            total += float(ll.sum())
+            bar.update(len(ll))
+    return total / len(x)
+
+
 # ---------------------------------------------------------------------------- the run
 
 
@@ -214,7 +237,8 @@ def build_model(config, rng):
 def write_history(path, history):
     def write(f):
         text = [",".join(HISTORY_FIELDS)]
-        text += [",".join(repr(row[k]) for k in HISTORY_FIELDS) for row in history]
+        text += [",".join(repr(row.get(k, float("nan"))) for k in HISTORY_FIELDS)
+                 for row in history]  # val_log_px only in the epochs that estimated it
         f.write(("\n".join(text) + "\n").encode())
     atomic_write(path, write)
 
@@ -296,6 +320,11 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
                "train_kl": sums[2] / len(train), "val_elbo": val_terms["elbo"],
                "val_reconstruction": val_terms["reconstruction"], "val_kl": val_terms["kl"],
                "seconds": time.perf_counter() - t0}
+        if config.log_px_every and ((epoch + 1) % config.log_px_every == 0
+                                    or epoch + 1 == config.epochs):  # not in "seconds"
+            row["val_log_px"] = estimate_log_px(
+                model, x_val[:config.log_px_examples], config.log_px_samples,
+                np.random.default_rng([config.seed, epoch, 2]), progress)
         row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
         if not (all_finite(model.params) and all_finite(opt.m) and all_finite(opt.v)
                 and np.isfinite(row["val_elbo"])):
@@ -311,5 +340,6 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
         write_history(out / "history.csv", history)
         log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
             f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
-            f"beta {beta:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s")
+            f"beta {beta:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s"
+            + (f"  log p(x) {row['val_log_px']:.3f}" if "val_log_px" in row else ""))
     return model, history

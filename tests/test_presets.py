@@ -14,9 +14,10 @@ def test_preset_is_a_valid_config_and_trains_a_few_steps(name, tmp_path, require
     config = TrainConfig(**PRESETS[name])
     require_data(config.dataset, "test")
     r = cli("train", "--preset", name, "--epochs", "1", "--max-train", "200", "--quiet",
-            "--no-pictures", "--no-download", "--out", tmp_path / name)
+            "--no-pictures", "--no-download", "--log-px-examples", "20", "--out", tmp_path / name)
     assert r.returncode == 0, r.stderr
     assert "final validation ELBO" in r.stdout
+    assert ("log p(x)" in r.stdout) == bool(config.log_px_every)  # after the last epoch
 
 
 def test_options_given_explicitly_override_the_preset(tmp_path):

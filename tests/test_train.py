@@ -143,3 +143,20 @@ def test_keep_freed_memory_stops_page_faults_on_reused_temporaries():
                          text=True, check=True).stdout.split()
     assert out[0] == "True"
     assert int(out[1]) < 1024  # 20 steps of 2 x 8 MB: below a quarter of one array's pages
+
+
+def test_log_px_estimates_leave_training_unchanged_and_bound_above_the_elbo(tmp_path):
+    plain, plain_hist = run(tmp_path, "plain", preprocess="dynamic")
+    model, hist = run(tmp_path, "est", preprocess="dynamic", log_px_every=2,
+                      log_px_samples=100, log_px_examples=100)
+    assert all(np.array_equal(plain.params[k], model.params[k]) for k in model.params)
+    # after epoch 2 (every 2) and after the last, epoch 3; never in epoch 1
+    assert ["val_log_px" in r for r in hist] == [False, True, True]
+    for r in hist[1:]:  # the same 100 held-out images: k = 100 is far tighter than k = 1
+        assert r["val_elbo"] + 1 < r["val_log_px"] < 0
+    rows = read_history(tmp_path / "est" / "history.csv")
+    assert np.isnan(rows[0]["val_log_px"])
+    assert rows[2]["val_log_px"] == pytest.approx(hist[2]["val_log_px"])
+    assert np.isnan(read_history(tmp_path / "plain" / "history.csv")[2]["val_log_px"])
+    assert [{**r, "seconds": 0} for r in plain_hist] == [
+        {k: v for k, v in r.items() if k != "val_log_px"} | {"seconds": 0} for r in hist]
