@@ -31,6 +31,8 @@ Parts (``--parts``, comma-separated):
            128): a table and a log-log plot, benchmarks/scaling.png
   memory   peak resident memory of one full MNIST epoch of numpy_vae, in a
            fresh process without PyTorch
+  adam     (not in the default) numpy_vae's step with Adam split over n threads
+           against Adam on one thread, BLAS on n threads, for each n of --threads
 
 Usage:
   NUMPY_VAE_DATA=/path/to/data python benchmarks/bench_train_step.py --repeats 21
@@ -344,6 +346,23 @@ def part_speed(images, args):
     return rows
 
 
+def part_adam(images, args):
+    print("\n## Adam's threads inside the step: milliseconds per step, interleaved\n")
+    print("| BLAS threads | Adam on all of them | Adam on 1 | matrix products alone |")
+    print("|---:|---:|---:|---:|")
+    for n in args.threads:
+        rng = np.random.default_rng(n)
+        data = [batches(images, args.batch_size, args.steps, rng) for _ in range(args.repeats)]
+        split, model = numpy_trainer(threads=n)
+        mm = matmul_timer(model, args.batch_size)
+        steps = {"split": split, "one": numpy_trainer(threads=1)[0],
+                 "mm": lambda batch, mm=mm: mm()}
+        with Threads(n):
+            times, _ = interleaved(steps, lambda r, data=data: data[r], args.repeats)
+        med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
+        print(f"| {n} | {med['split']:.2f} | {med['one']:.2f} | {med['mm']:.2f} |")
+
+
 def part_scaling(images, args):
     print("\n## Scaling: milliseconds per step\n")
     use_torch = torch is not None and not args.no_torch
@@ -449,7 +468,8 @@ def rss_child(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="speed,scaling,memory",
-                   help="comma-separated: speed, scaling, memory (default: all)")
+                   help="comma-separated: speed, scaling, memory, adam "
+                        "(default: speed,scaling,memory)")
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (speed)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved blocks (speed)")
     p.add_argument("--scaling-steps", type=int, default=20)
@@ -470,9 +490,9 @@ def main(argv=None):
     if not args.no_torch:
         import_torch()
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    unknown = parts - {"speed", "scaling", "memory"}
+    unknown = parts - {"speed", "scaling", "memory", "adam"}
     if unknown:
-        p.error(f"unknown parts {sorted(unknown)}; choose from speed, scaling, memory")
+        p.error(f"unknown parts {sorted(unknown)}; choose from speed, scaling, memory, adam")
 
     kept = keep_freed_memory()  # as numpy_vae's training does; PyTorch shares the setting
     print("## Machine\n")
@@ -481,12 +501,14 @@ def main(argv=None):
         print(f"- {k}: {v}")
     if torch is None and not args.no_torch:
         print("- PyTorch: not installed, numpy_vae figures only")
-    images, source = load_images() if parts & {"speed", "scaling"} else (None, None)
+    images, source = load_images() if parts & {"speed", "scaling", "adam"} else (None, None)
     if source:
         print(f"- data: {source} {images.shape} uint8, converted per batch")
     t0 = time.perf_counter()
     if "speed" in parts:
         part_speed(images, args)
+    if "adam" in parts:
+        part_adam(images, args)
     if "scaling" in parts:
         part_scaling(images, args)
     if "memory" in parts:
