@@ -43,6 +43,10 @@ def main():
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--mean", action="store_true")
     ap.add_argument("--plot", type=Path, help="write held-out ELBO against minutes here")
+    ap.add_argument("--reference", type=float, nargs="*", default=[],
+                    help="draw these values (nats) as dashed lines on the plot")
+    ap.add_argument("--below", type=float, default=15,
+                    help="the plot shows this many nats below the lowest final ELBO")
     args = ap.parse_args()
     rows = [summary(r) for r in args.runs]
     for row in rows:
@@ -54,20 +58,29 @@ def main():
     if args.plot:
         fig = Figure(figsize=(6, 3.8))
         ax = fig.add_subplot()
+        tops = []
         for run in args.runs:
             history = read_history(run / "history.csv")
             minutes = np.cumsum([r["seconds"] for r in history]) / 60
             line, = ax.plot(minutes, [r["val_elbo"] for r in history], label=f"{run.name}: ELBO")
             log_px = np.array([r.get("val_log_px", np.nan) for r in history])
+            tops.append(history[-1]["val_elbo"])
             if np.isfinite(log_px).any():
-                ax.plot(minutes[np.isfinite(log_px)], log_px[np.isfinite(log_px)], "o-", ms=3,
-                        color=line.get_color(), alpha=0.6, label=f"{run.name}: log p(x)")
+                done = np.isfinite(log_px)
+                config = json.loads((run / "checkpoint.json").read_text())["train_config"]
+                ax.plot(minutes[done], log_px[done], "o-", ms=3, color=line.get_color(),
+                        alpha=0.6, label=f"{run.name}: log p(x), k = {config['log_px_samples']}, "
+                        f"first {config['log_px_examples']} images")
+                tops.append(log_px[done].max())
+        for value in args.reference:
+            ax.axhline(value, color="k", ls="--", lw=0.8, label=f"reference {value:g}")
+            tops.append(value)
         ax.set_xlabel("training time (minutes)")
-        ax.set_ylabel("held-out ELBO (nats)")
+        ax.set_ylabel("held-out ELBO or log p(x) (nats)")
         lows = [summary(r)["last_heldout_elbo"] for r in args.runs]
-        ax.set_ylim(min(lows) - 15, max(lows) + 3)
+        ax.set_ylim(min(lows) - args.below, max(tops) + 1.5)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="lower right")
         fig.savefig(args.plot, dpi=90, bbox_inches="tight")
         print(f"written: {args.plot}")
 
