@@ -97,6 +97,9 @@ def test_warm_up_raises_beta_linearly():
     ({"beta": float("nan")}, "beta must be a finite number"),
     ({"warmup_epochs": -1}, "warmup_epochs must be an integer >= 0"),
     ({"dtype": "float16"}, "dtype must be one of"),
+    ({"log_px_every": -5}, "log_px_every must be an integer >= 0"),
+    ({"log_px_samples": 0}, "log_px_samples must be a positive integer"),
+    ({"log_px_examples": 2.5}, "log_px_examples must be a positive integer"),
 ])
 def test_config_rejects_bad_values(kw, message):
     with pytest.raises((ValueError, TypeError), match=message):
