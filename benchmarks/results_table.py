@@ -80,7 +80,7 @@ def main():
         lows = [summary(r)["last_heldout_elbo"] for r in args.runs]
         ax.set_ylim(min(lows) - args.below, max(tops) + 1.5)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         fig.savefig(args.plot, dpi=90, bbox_inches="tight")
         print(f"written: {args.plot}")
 
