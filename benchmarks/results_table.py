@@ -77,7 +77,7 @@ def main():
             tops.append(value)
         ax.set_xlabel("training time (minutes)")
         ax.set_ylabel("held-out ELBO or log p(x) (nats)")
-        lows = [summary(r)["last_heldout_elbo"] for r in args.runs]
+        lows = [row["last_heldout_elbo"] for row in rows]
         ax.set_ylim(min(lows) - args.below, max(tops) + 1.5)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")

@@ -27,7 +27,6 @@ from .train import (
     evaluate_elbo,
     fit,
     fixed_inputs,
-    keep_freed_memory,
     load_run_data,
     subset,
 )
@@ -184,7 +183,6 @@ def cmd_sample(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    keep_freed_memory()  # faster training and evaluation (train.keep_freed_memory)
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
     try:
         return command[args.command](args)

@@ -37,7 +37,8 @@ def in_threads(fn, arrays, threads):
     n = arrays[0].size
     threads = max(1, min(threads, n // MIN_PER_THREAD))
     if threads == 1:
-        return fn(*arrays)
+        fn(*arrays)
+        return
     bounds = [n * i // threads for i in range(threads + 1)]
     slices = [[a[lo:hi] for a in arrays] for lo, hi in zip(bounds[:-1], bounds[1:])]
     pool = _pools.get(threads - 1) or _pools.setdefault(

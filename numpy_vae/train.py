@@ -215,6 +215,7 @@ def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20
     Runs ``rows_per_call // num_samples`` images at a time, with a progress bar
     if ``progress``.
     """
+    keep_freed_memory()
     batch = max(1, rows_per_call // num_samples)
     total = 0.0
     with tqdm(total=len(x), desc=f"log p(x), k={num_samples}", unit="image",

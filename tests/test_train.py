@@ -121,10 +121,7 @@ def test_training_on_real_mnist(tmp_path, require_data):
 
 
 FAULTS_SCRIPT = """
-import resource, sys
-import platform
-import subprocess
-import sys
+import resource
 
 import numpy as np
 from numpy_vae.train import keep_freed_memory
