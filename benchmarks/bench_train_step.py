@@ -12,10 +12,10 @@ is nearly scale-invariant, but its eps is not). The decoder is the example's:
 sigmoid, then ``F.binary_cross_entropy`` (numpy_vae works on the logits).
 
 The two are run interleaved (A B B A A B ...) in one process, on the same
-batches and with the same number of threads (``torch.set_num_threads``;
-threadpoolctl for NumPy's BLAS and ``Adam(threads=n)`` for numpy_vae's
-optimizer), and compared as ratios of medians, since the machine may be shared
-and absolute times drift. Each library initialises its weights its own way.
+batches and with the same number of threads (``torch.set_num_threads``,
+threadpoolctl for NumPy's BLAS; numpy_vae's Adam runs on one thread), and
+compared as ratios of medians, since the machine may be shared and absolute
+times drift. Each library initialises its weights its own way.
 Like ``numpy-vae train``, the script first asks glibc's malloc to keep freed
 memory (``train.keep_freed_memory``); the setting is per process, so PyTorch
 runs with it too.
@@ -31,8 +31,9 @@ Parts (``--parts``, comma-separated):
            128): a table and a log-log plot, benchmarks/scaling.png
   memory   peak resident memory of one full MNIST epoch of numpy_vae, in a
            fresh process without PyTorch
-  adam     (not in the default) numpy_vae's step with Adam split over n threads
-           against Adam on one thread, BLAS on n threads, for each n of --threads
+  adam     (not in the default) numpy_vae's step with Adam's update split over
+           n threads (as the library once did) against the library's one
+           thread, BLAS on n threads, for each n of --threads
 
 Usage:
   NUMPY_VAE_DATA=/path/to/data python benchmarks/bench_train_step.py --repeats 21
@@ -50,12 +51,13 @@ import resource
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 import numpy_vae
-from numpy_vae import VAE, Adam
+from numpy_vae import VAE, Adam, optim
 from numpy_vae.train import keep_freed_memory
 
 torch = None  # imported by import_torch(), never in the memory-measuring child process
@@ -101,11 +103,11 @@ def batches(images, batch_size, steps, rng):
 # ----------------------------------------------------------------------------- the two steps
 
 
-def numpy_trainer(hidden=H, threads=1, seed=0):
+def numpy_trainer(hidden=H, seed=0):
     """A numpy_vae model and optimizer; returns ``step(uint8 batch) -> loss``, the model."""
     model = VAE(D, (hidden,), Z, likelihood="bernoulli", activation="relu",
                 dtype=np.float32, rng=np.random.default_rng(seed))
-    opt = Adam(lr=1e-3, threads=threads)
+    opt = Adam(lr=1e-3)
     rng = np.random.default_rng(seed + 1)
 
     def step(batch):
@@ -305,7 +307,7 @@ def part_speed(images, args):
     for n in args.threads:
         rng = np.random.default_rng(n)
         data = [batches(images, args.batch_size, args.steps, rng) for _ in range(args.repeats)]
-        np_step, model = numpy_trainer(threads=n)
+        np_step, model = numpy_trainer()
         steps = {"numpy_vae": np_step}
         if torch is not None and not args.no_torch:
             steps["pytorch"] = torch_trainer()
@@ -346,16 +348,48 @@ def part_speed(images, args):
     return rows
 
 
+def with_split_adam(step, threads):
+    """``step`` with Adam's flat update split into ``threads`` slices run at once.
+
+    NumPy releases the GIL in its loops, so the slices run on the cores in
+    parallel; the numbers are the same. Wraps ``optim._adam_update`` during
+    the step only.
+    """
+    one = optim._adam_update
+    pool = ThreadPoolExecutor(threads - 1)
+
+    def split(p, g, m, v, b1, b2, lr_t, eps_t, work):
+        bounds = [p.size * i // threads for i in range(threads + 1)]
+
+        def part(lo, hi):
+            one(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, b2, lr_t, eps_t,
+                (work[0][lo:hi], work[1][lo:hi]))
+
+        futures = [pool.submit(part, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        part(bounds[0], bounds[1])  # this thread does the first slice meanwhile
+        for f in futures:
+            f.result()
+
+    def split_step(batch):
+        optim._adam_update = split
+        try:
+            return step(batch)
+        finally:
+            optim._adam_update = one
+
+    return split_step
+
+
 def part_adam(images, args):
-    print("\n## Adam's threads inside the step: milliseconds per step, interleaved\n")
-    print("| BLAS threads | Adam on all of them | Adam on 1 | matrix products alone |")
+    print("\n## Adam split over the BLAS threads inside the step: ms per step, interleaved\n")
+    print("| BLAS threads | Adam split over them | Adam on 1 (numpy_vae) | matrix products alone |")
     print("|---:|---:|---:|---:|")
     for n in args.threads:
         rng = np.random.default_rng(n)
         data = [batches(images, args.batch_size, args.steps, rng) for _ in range(args.repeats)]
-        split, model = numpy_trainer(threads=n)
+        one, model = numpy_trainer()
         mm = matmul_timer(model, args.batch_size)
-        steps = {"split": split, "one": numpy_trainer(threads=1)[0],
+        steps = {"split": with_split_adam(numpy_trainer()[0], n), "one": one,
                  "mm": lambda batch, mm=mm: mm()}
         with Threads(n):
             times, _ = interleaved(steps, lambda r, data=data: data[r], args.repeats)
@@ -448,7 +482,7 @@ def rss_child(args):
     """One epoch of numpy_vae on the training images; print a JSON line."""
     images, source = load_images()
     rss_before = peak_rss_mb()
-    step, _ = numpy_trainer(threads=args.threads[-1])
+    step, _ = numpy_trainer()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(images))
     limit = threadpool_limits(args.threads[-1]) if threadpool_limits else None
@@ -507,12 +541,12 @@ def main(argv=None):
     t0 = time.perf_counter()
     if "speed" in parts:
         part_speed(images, args)
-    if "adam" in parts:
-        part_adam(images, args)
     if "scaling" in parts:
         part_scaling(images, args)
     if "memory" in parts:
         part_memory(args)
+    if "adam" in parts:
+        part_adam(images, args)
     print(f"\nPeak RSS of this process (with PyTorch loaded, if it is): {peak_rss_mb():.0f} MB; "
           f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}; "
           f"took {time.perf_counter() - t0:.0f} s")

@@ -12,41 +12,9 @@ buffers instead of once per key: the same elementwise arithmetic, so the same
 numbers, with far fewer NumPy calls and temporaries.
 """
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
-from ._checks import check_positive_float, check_positive_int
-
-MIN_PER_THREAD = 1 << 16  # below this many entries per thread, threads cost more than they save
-_pools = {}  # number of workers -> ThreadPoolExecutor, made on first use
-
-
-def default_threads():
-    """The cores this process may run on (the default of ``Adam(threads=None)``)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def in_threads(fn, arrays, threads):
-    """``fn(*arrays)`` for elementwise ``fn``, on ``threads`` slices of the 1-D ``arrays`` at once.
-
-    NumPy releases the GIL inside its loops, so the slices are updated by the
-    cores in parallel; the result is the same as one call on whole arrays.
-    """
-    n = arrays[0].size
-    threads = max(1, min(threads, n // MIN_PER_THREAD))
-    if threads == 1:
-        fn(*arrays)
-        return
-    bounds = [n * i // threads for i in range(threads + 1)]
-    slices = [[a[lo:hi] for a in arrays] for lo, hi in zip(bounds[:-1], bounds[1:])]
-    pool = _pools.get(threads - 1) or _pools.setdefault(
-        threads - 1, ThreadPoolExecutor(threads - 1, thread_name_prefix="numpy_vae"))
-    futures = [pool.submit(fn, *chunk) for chunk in slices[1:]]
-    fn(*slices[0])  # this thread does the first slice meanwhile
-    for f in futures:
-        f.result()
+from ._checks import check_positive_float
 
 
 def flat_buffer(arrays):
@@ -134,11 +102,12 @@ class Adam:
     On the first step ``m_hat = g`` and ``v_hat = g^2``, so every parameter
     moves by about ``lr * sign(g)``.
 
-    ``threads`` (default: every core) splits the flat fast path across that
-    many threads; it changes the speed, never the numbers.
+    The update runs on one thread: its dozen elementwise passes are limited
+    by memory traffic, and splitting them over the cores made a training step
+    slower, not faster (``benchmarks/RESULTS.md``).
     """
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, threads=None):
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
         self.lr = check_positive_float("lr", lr)
         b1, b2 = betas
         for name, b in (("betas[0]", b1), ("betas[1]", b2)):
@@ -149,8 +118,6 @@ class Adam:
         self.t = 0
         self.m = {}
         self.v = {}
-        self.threads = default_threads() if threads is None else check_positive_int(
-            "threads", threads)
         self._work = None  # two scratch arrays for the flat path, reused across steps
 
     def step(self, params, grads):
@@ -168,11 +135,7 @@ class Adam:
             if self._work is None or self._work[0].shape != flat_p.shape \
                     or self._work[0].dtype != flat_p.dtype:
                 self._work = (np.empty_like(flat_p), np.empty_like(flat_p))
-
-            def update(p, g, m, v, w1, w2):
-                _adam_update(p, g, m, v, b1, b2, lr_t, eps_t, (w1, w2))
-
-            in_threads(update, (flat_p, flat_g, m, v, *self._work), self.threads)
+            _adam_update(flat_p, flat_g, m, v, b1, b2, lr_t, eps_t, self._work)
             return
         for k, p in params.items():
             if k not in self.m:
@@ -213,7 +176,7 @@ class Adam:
 
     def load_state_dict(self, state):
         """Restore what ``state_dict`` returned."""
-        self.__init__(state["lr"], tuple(state["betas"]), state["eps"], self.threads)
+        self.__init__(state["lr"], tuple(state["betas"]), state["eps"])
         self.t = int(state["t"])
         if self.t < 0 or state["m"].keys() != state["v"].keys():
             raise ValueError("Adam state is inconsistent: negative t or m/v with different keys")

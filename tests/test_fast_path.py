@@ -173,23 +173,6 @@ def test_flat_adam_equals_per_key_adam_bit_for_bit(dtype):
         np.testing.assert_array_equal(opt_flat.v[k], opt_keys.v[k], err_msg=k)
 
 
-def test_threaded_adam_equals_one_thread():
-    rng = np.random.default_rng(4)
-    n = 5 * 2**16 + 3  # enough entries for several threads, not a multiple of their number
-    flat_g = rng.normal(size=n)
-    results = []
-    for threads in (1, 2, 3):
-        flat_p = np.linspace(-1, 1, n)
-        params = {"a": flat_p[:1000].reshape(10, 100), "b": flat_p[1000:]}
-        grads = {"a": flat_g[:1000].reshape(10, 100), "b": flat_g[1000:]}
-        opt = Adam(lr=0.1, threads=threads)
-        for s in range(3):
-            opt.step(params, {k: g * (s + 1) for k, g in grads.items()} if s else grads)
-        results.append(flat_p)
-    np.testing.assert_array_equal(results[0], results[1])
-    np.testing.assert_array_equal(results[0], results[2])
-
-
 def test_adam_state_dict_keeps_its_form_on_the_flat_path_and_round_trips():
     rng = np.random.default_rng(5)
     model, x, _ = model_and_batch()
