@@ -30,7 +30,7 @@ from .train import (
     load_run_data,
     subset,
 )
-from .vae import LIKELIHOODS
+from .vae import DECODER_MEANS, LIKELIHOODS
 
 
 def _positive_ints(text):
@@ -52,6 +52,8 @@ def build_parser():
                    "(options given explicitly override it)")
     t.add_argument("--dataset", choices=datasets.DATASETS)
     t.add_argument("--likelihood", choices=LIKELIHOODS)
+    t.add_argument("--decoder-mean", choices=DECODER_MEANS,
+                   help="Gaussian likelihoods: the decoder mean as is, or through a sigmoid")
     t.add_argument("--preprocess", choices=PREPROCESSING,
                    help="grey levels, fixed-threshold or dynamic binarization, standardize")
     t.add_argument("--hidden", dest="hidden_dims", type=_positive_ints,

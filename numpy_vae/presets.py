@@ -29,8 +29,10 @@ PRESETS = {
                                activation="tanh", epochs=400, batch_size=100, lr=1e-3,
                                lr_decay=0.9943, n_validation=0, log_px_every=25),
     # Kingma & Welling 2013, Frey Face: Gaussian decoder with learned variance (the
-    # lecture's P(x|z) = N(mu(z), sigma(z))), 200 hidden units.
+    # lecture's P(x|z) = N(mu(z), sigma(z))) whose means pass through a sigmoid, as in
+    # the paper's section 5; 200 hidden units.
     "frey-face": dict(dataset="frey-face", likelihood="gaussian", preprocess="grey",
-                      hidden_dims=(200,), latent_dim=10, activation="tanh", epochs=500,
-                      batch_size=100, lr=1e-3, min_variance=1e-4, n_validation=100),
+                      decoder_mean="sigmoid", hidden_dims=(200,), latent_dim=10,
+                      activation="tanh", epochs=500, batch_size=100, lr=1e-3,
+                      min_variance=1e-4, n_validation=100),
 }

@@ -27,7 +27,7 @@ from ._checks import check_choice, check_positive_float, check_positive_int
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .layers import INITS
 from .optim import Adam, flat_buffer
-from .vae import LIKELIHOODS, VAE
+from .vae import DECODER_MEANS, LIKELIHOODS, VAE
 
 PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
 HISTORY_FIELDS = ("epoch", "beta", "lr", "train_loss", "train_reconstruction", "train_kl",
@@ -83,6 +83,7 @@ class TrainConfig:
     min_variance: float = 1e-4
     fixed_variance: float = 1.0
     init: str = "he-glorot"  # weight initialisation, see layers.init_dense
+    decoder_mean: str = "identity"  # "sigmoid": Gaussian means in (0, 1), see VAE
     # Every log_px_every epochs (and after the last; 0: never), estimate log p(x) of the
     # first log_px_examples held-out images with log_px_samples importance samples.
     log_px_every: int = 0
@@ -96,6 +97,10 @@ class TrainConfig:
         check_choice("preprocess", self.preprocess, PREPROCESSING)
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("init", self.init, INITS)
+        check_choice("decoder_mean", self.decoder_mean, DECODER_MEANS)
+        if self.likelihood == "bernoulli" and self.decoder_mean != "identity":
+            raise ValueError("decoder_mean 'sigmoid' needs a Gaussian likelihood: the "
+                             "Bernoulli likelihood's logits already pass through a sigmoid")
         if self.likelihood == "bernoulli" and self.preprocess == "standardize":
             raise ValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
                              "Bernoulli likelihood needs x in [0, 1]")
@@ -234,7 +239,7 @@ def build_model(config, rng):
     data_dim = {"shapes": 784, "mnist": 784, "fashion-mnist": 784, "frey-face": 560}
     return VAE(data_dim[config.dataset], config.hidden_dims, config.latent_dim,
                config.likelihood, config.activation, np.dtype(config.dtype), rng,
-               config.min_variance, config.fixed_variance, config.init)
+               config.min_variance, config.fixed_variance, config.init, config.decoder_mean)
 
 
 def write_history(path, history):

@@ -25,10 +25,11 @@ from ._checks import (
     check_rng,
     check_unit_interval,
 )
-from .layers import ACTIVATIONS, INITS, MLP, sigmoid
+from .layers import ACTIVATIONS, INITS, MLP, sigmoid, sigmoid_backward, sigmoid_forward
 from .optim import tile_views
 
 LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-fixed")
+DECODER_MEANS = ("identity", "sigmoid")
 
 
 class VAE:
@@ -55,6 +56,11 @@ class VAE:
         Initialises the weights (fresh entropy when None).
     init : {"he-glorot", "uniform"}
         The weight initialisation (see ``layers.init_dense``).
+    decoder_mean : {"identity", "sigmoid"}
+        For the Gaussian likelihoods: the decoder's mean is its output as is,
+        or squashed into (0, 1) by a sigmoid, for data in [0, 1] (Kingma &
+        Welling 2013 did so for Frey Face). The Bernoulli decoder's logits
+        already pass through a sigmoid, so it takes "identity" only.
 
     Attributes
     ----------
@@ -74,7 +80,7 @@ class VAE:
 
     def __init__(self, data_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
                  activation="relu", dtype=np.float64, rng=None, min_variance=1e-4,
-                 fixed_variance=1.0, init="he-glorot"):
+                 fixed_variance=1.0, init="he-glorot", decoder_mean="identity"):
         self.data_dim = check_positive_int("data_dim", data_dim)
         if isinstance(hidden_dims, (int, np.integer)) or not hasattr(hidden_dims, "__iter__"):
             raise TypeError(f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}")
@@ -93,6 +99,10 @@ class VAE:
         self.min_variance = check_positive_float("min_variance", min_variance)
         self.fixed_variance = check_positive_float("fixed_variance", fixed_variance)
         self.init = check_choice("init", init, INITS)
+        self.decoder_mean = check_choice("decoder_mean", decoder_mean, DECODER_MEANS)
+        if self.likelihood == "bernoulli" and self.decoder_mean != "identity":
+            raise ValueError(f"decoder_mean must be 'identity' for the Bernoulli likelihood "
+                             f"(its logits already pass through a sigmoid), got {decoder_mean!r}")
         rng = check_rng("rng", np.random.default_rng() if rng is None else rng)
 
         D, Z, H = self.data_dim, self.latent_dim, self.hidden_dims
@@ -115,7 +125,7 @@ class VAE:
             "latent_dim": self.latent_dim, "likelihood": self.likelihood,
             "activation": self.activation, "dtype": self.dtype.name,
             "min_variance": self.min_variance, "fixed_variance": self.fixed_variance,
-            "init": self.init,
+            "init": self.init, "decoder_mean": self.decoder_mean,
         }
 
     @property
@@ -157,24 +167,32 @@ class VAE:
 
         Returns logits (B, D) for "bernoulli", ``(mean, logvar)`` each (B, D)
         for "gaussian" (logvar already bounded), and the mean (B, D) for
-        "gaussian-fixed". Shapes: z (B, Z).
+        "gaussian-fixed"; a Gaussian mean has passed ``decoder_mean``. Shapes: z (B, Z).
         """
         self._check_z("z", z)
         out, _ = self._decode(z)
         return out
 
     def _decode(self, z):
-        """Decoder forward; returns the likelihood's parameters and the bound's cache.
+        """Decoder forward; returns the likelihood's parameters and the head's cache.
 
+        The head turns the decoder's last layer into those parameters: for the
+        Gaussians, the optional sigmoid on the mean and the floored log-variance;
+        its cache is ``(mean_cache, logvar_cache)`` (None where nothing is done).
         ``z`` is checked by the public callers (``decode``, ``sample``) or computed
         from a checked ``x``; if training diverges, the loss comes out NaN.
         """
         h = self.decoder.forward(z, check=False)  # (B, D) or (B, 2D); z was checked or computed
-        if self.likelihood != "gaussian":
+        if self.likelihood == "bernoulli":
             return h, None
-        mean, raw = h[:, :self.data_dim], h[:, self.data_dim:]
-        logvar, bound_cache = dist.bounded_logvar(raw, self.min_variance)
-        return (mean, logvar), bound_cache
+        mean = h[:, :self.data_dim]  # (B, D)
+        mean_cache = None
+        if self.decoder_mean == "sigmoid":
+            mean, mean_cache = sigmoid_forward(mean)
+        if self.likelihood == "gaussian-fixed":
+            return mean, (mean_cache, None)
+        logvar, logvar_cache = dist.bounded_logvar(h[:, self.data_dim:], self.min_variance)
+        return (mean, logvar), (mean_cache, logvar_cache)
 
     def _log_px(self, x, out):
         """log P(x|z) per example and its cache, for decoder output ``out``."""
@@ -184,14 +202,20 @@ class VAE:
             return dist.gaussian_log_likelihood(x, *out)
         return dist.gaussian_fixed_log_likelihood(x, out, self.fixed_variance)
 
-    def _log_px_backward(self, dlogp, cache, bound_cache):
+    def _log_px_backward(self, dlogp, cache, head_cache):
         """Gradient of the decoder's output (B, D) or (B, 2D) from d log P(x|z)."""
         if self.likelihood == "bernoulli":
             return dist.bernoulli_log_likelihood_backward(dlogp, cache)
+        mean_cache, logvar_cache = head_cache
         if self.likelihood == "gaussian-fixed":
-            return dist.gaussian_fixed_log_likelihood_backward(dlogp, cache)
-        dmean, dlogvar = dist.gaussian_log_likelihood_backward(dlogp, cache)
-        draw = dist.bounded_logvar_backward(dlogvar, bound_cache)
+            dmean = dist.gaussian_fixed_log_likelihood_backward(dlogp, cache)
+        else:
+            dmean, dlogvar = dist.gaussian_log_likelihood_backward(dlogp, cache)
+        if mean_cache is not None:  # through the sigmoid on the mean
+            dmean = sigmoid_backward(dmean, mean_cache)
+        if self.likelihood == "gaussian-fixed":
+            return dmean  # (B, D)
+        draw = dist.bounded_logvar_backward(dlogvar, logvar_cache)
         return np.concatenate([dmean, draw], axis=1)  # (B, 2D)
 
     # -- the lower bound -------------------------------------------------------
@@ -200,10 +224,10 @@ class VAE:
         """Forward pass of the bound: (log P(x|z), KL) per example, with every cache."""
         mu, logvar = self._encode(x)  # (B, Z), (B, Z)
         z, rep_cache = dist.reparameterize(mu, logvar, eps)  # (B, Z)
-        out, bound_cache = self._decode(z)  # (B, D) or 2 x (B, D)
+        out, head_cache = self._decode(z)  # (B, D) or 2 x (B, D)
         rec, rec_cache = self._log_px(x, out)  # (B,)
         kl, kl_cache = dist.kl_standard_normal(mu, logvar)  # (B,)
-        return rec, kl, (rep_cache, bound_cache, rec_cache, kl_cache)
+        return rec, kl, (rep_cache, head_cache, rec_cache, kl_cache)
 
     def elbo_terms(self, x, eps=None, rng=None):
         """The two terms of the bound per example: ``(log P(x|z), KL(q(z|x) || P(z)))``.
@@ -239,13 +263,13 @@ class VAE:
         beta = check_positive_float("beta", beta, allow_zero=True)
         B = x.shape[0]
 
-        rec, kl, (rep_cache, bound_cache, rec_cache, kl_cache) = self._terms(x, eps)
+        rec, kl, (rep_cache, head_cache, rec_cache, kl_cache) = self._terms(x, eps)
         loss = float(np.mean(beta * kl - rec))
         self.last_terms = {"reconstruction": float(rec.mean()), "kl": float(kl.mean())}
 
         # Backward, in reverse order: d loss / d rec_i = -1/B, d loss / d kl_i = beta/B.
         drec = np.full(B, -1.0 / B, dtype=self.dtype)  # (B,)
-        dout = self._log_px_backward(drec, rec_cache, bound_cache)  # (B, D) or (B, 2D)
+        dout = self._log_px_backward(drec, rec_cache, head_cache)  # (B, D) or (B, 2D)
         flat_grads = np.empty_like(self.flat_params)  # written by the two backward passes
         grads = tile_views(flat_grads, self.params)
         dz = self.decoder.backward(dout, out=grads)  # (B, Z)

@@ -13,7 +13,8 @@ from numpy_vae.checkpoint import CheckpointError, atomic_write, load_checkpoint,
 @pytest.fixture
 def saved(tmp_path):
     rng = np.random.default_rng(0)
-    model = VAE(6, (5,), 2, likelihood="gaussian", dtype=np.float32, rng=rng)
+    model = VAE(6, (5,), 2, likelihood="gaussian", dtype=np.float32, rng=rng,
+                decoder_mean="sigmoid")
     opt = Adam(lr=3e-3)
     for _ in range(3):
         x = rng.uniform(size=(4, 6)).astype(np.float32)

@@ -91,6 +91,8 @@ def test_warm_up_raises_beta_linearly():
     ({"dataset": "cifar"}, "dataset must be one of"),
     ({"likelihood": "poisson"}, "likelihood must be one of"),
     ({"preprocess": "standardize"}, "needs a Gaussian likelihood"),
+    ({"decoder_mean": "sigmoid"}, "decoder_mean 'sigmoid' needs a Gaussian likelihood"),
+    ({"decoder_mean": "relu", "likelihood": "gaussian"}, "decoder_mean must be one of"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"hidden_dims": (8, 0)}, r"hidden_dims\[1\]"),
     ({"lr": -1.0}, "lr must be a finite number > 0"),

@@ -19,11 +19,14 @@ def small_model(likelihood="bernoulli", activation="tanh", seed=0, **kw):
     return model, rng
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-fixed"])
+@pytest.mark.parametrize("likelihood, decoder_mean", [
+    ("bernoulli", "identity"), ("gaussian", "identity"), ("gaussian", "sigmoid"),
+    ("gaussian-fixed", "identity"), ("gaussian-fixed", "sigmoid")])
 @pytest.mark.parametrize("activation", ["relu", "tanh", "softplus", "leaky_relu"])
 @pytest.mark.parametrize("beta", [1.0, 0.3])
-def test_loss_and_grads_match_central_differences(likelihood, activation, beta):
-    model, rng = small_model(likelihood, activation, min_variance=0.05)
+def test_loss_and_grads_match_central_differences(likelihood, decoder_mean, activation, beta):
+    model, rng = small_model(likelihood, activation, min_variance=0.05,
+                             decoder_mean=decoder_mean)
     x = rng.uniform(size=(4, 6))
     eps = rng.standard_normal((4, 3))
     errors = check_model_gradients(model, x, eps, beta=beta)
@@ -41,6 +44,35 @@ def test_gradient_check_covers_the_decoder_variance_floor():
     assert max(errors.values()) < TOL
     _, logvar = model.decode(rng.standard_normal((4, 3)))
     assert np.all(logvar >= np.log(0.1)) and logvar.min() < np.log(0.1) + 0.01
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "gaussian-fixed"])
+def test_sigmoid_decoder_mean_is_the_sigmoid_of_the_identity_models_mean(likelihood):
+    """Same weights, decoder_mean "sigmoid" against "identity": the mean is squashed into
+    (0, 1), the variance is untouched, and the ELBO is that of the squashed mean."""
+    plain, rng = small_model(likelihood, min_variance=0.05)
+    squashed = VAE(**{**plain.config, "decoder_mean": "sigmoid"}, rng=rng)
+    squashed.flat_params[...] = plain.flat_params
+    z = 3 * rng.standard_normal((5, 3))
+    out_plain, out_squashed = plain.decode(z), squashed.decode(z)
+    if likelihood == "gaussian":
+        (mean_plain, logvar_plain), (mean, logvar) = out_plain, out_squashed
+        np.testing.assert_array_equal(logvar, logvar_plain)
+    else:
+        mean_plain, mean = out_plain, out_squashed
+    np.testing.assert_allclose(mean, 1 / (1 + np.exp(-mean_plain)), rtol=1e-12)
+    assert np.all((mean > 0) & (mean < 1))
+    np.testing.assert_array_equal(squashed.sample(5, rng, z=z), mean)
+
+    x, eps = rng.uniform(size=(5, 6)), rng.standard_normal((5, 3))
+    mu, logvar_q = squashed.encode(x)
+    z = mu + np.exp(logvar_q / 2) * eps
+    if likelihood == "gaussian":
+        rec = dist.gaussian_log_likelihood(x, *squashed.decode(z))[0]
+    else:
+        rec = dist.gaussian_fixed_log_likelihood(x, squashed.decode(z), 1.0)[0]
+    kl = dist.kl_standard_normal(mu, logvar_q)[0]
+    np.testing.assert_allclose(squashed.elbo(x, eps=eps), rec - kl, rtol=1e-12)
 
 
 def test_loss_is_minus_the_mean_elbo_and_beta_weighs_the_kl():
@@ -159,6 +191,8 @@ def test_a_small_model_learns():
     ({"data_dim": 2.5}, TypeError, "data_dim must be a positive integer"),
     ({"dtype": np.int32}, TypeError, "dtype must be float32 or float64"),
     ({"rng": 0}, TypeError, "rng must be a numpy.random.Generator"),
+    ({"decoder_mean": "tanh"}, ValueError, "decoder_mean must be one of"),
+    ({"decoder_mean": "sigmoid"}, ValueError, "decoder_mean must be 'identity' for the Bernoulli"),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, error, message):
     args = dict(data_dim=6, hidden_dims=(5,), latent_dim=3, rng=np.random.default_rng(0))
