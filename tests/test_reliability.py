@@ -28,11 +28,17 @@ def start(out, resume):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def finish(proc, timeout=300):
+    """Wait for ``proc``; its exit code and standard error (the pipe is closed)."""
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err.decode()
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
     """Kill training (SIGKILL) many times, also while it writes checkpoints; resume each time."""
     reference = tmp_path / "reference"
-    assert start(reference, False).wait(timeout=300) == 0
+    assert finish(start(reference, False))[0] == 0
     out = tmp_path / "killed"
     ckpt = out / "checkpoint.npz"
     rng = np.random.default_rng(0)
@@ -56,12 +62,12 @@ def test_sigkill_at_random_moments_never_loses_the_run(tmp_path):
             time.sleep(0.002)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        finish(proc)
         if ckpt.exists():
             load_checkpoint(ckpt)  # always loadable
     assert writes_hit >= 1, "never caught a checkpoint write"
-    proc = start(out, ckpt.exists())
-    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    code, err = finish(start(out, ckpt.exists()))
+    assert code == 0, err
     a = load_checkpoint(reference / "checkpoint.npz")[0]
     b, _, meta = load_checkpoint(out / "checkpoint.npz")
     assert meta["epoch"] == 5
