@@ -122,7 +122,7 @@ def test_malformed_arrays_get_clear_errors_everywhere_public(a, likelihood):
 
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(["data_dim", "latent_dim", "hidden_dims", "likelihood", "activation",
-                        "dtype", "min_variance", "fixed_variance"]),
+                        "dtype", "min_variance", "fixed_variance", "decoder_mean"]),
        st.one_of(st.integers(-3, 0), st.floats(allow_nan=True), st.text(max_size=3),
                  st.none(), st.just((0,)), st.just(np.int8)))
 def test_malformed_constructor_arguments_get_clear_errors(name, value):
