@@ -103,8 +103,8 @@ class Adam:
     moves by about ``lr * sign(g)``.
 
     The update runs on one thread: its dozen elementwise passes are limited
-    by memory traffic, and splitting them over the cores made a training step
-    slower, not faster (``benchmarks/RESULTS.md``).
+    by memory traffic, and splitting them over the cores did not make a
+    training step faster (``benchmarks/RESULTS.md``).
     """
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
