@@ -31,6 +31,9 @@ Parts (``--parts``, comma-separated):
            128): a table and a log-log plot, benchmarks/scaling.png
   memory   peak resident memory of one full MNIST epoch of numpy_vae, in a
            fresh process without PyTorch
+  breakdown  (not in the default) where numpy_vae's step spends its time: each
+           piece timed inside the step, next to the step's matrix products and
+           Adam timed on their own, for each n of --threads
   adam     (not in the default) numpy_vae's step with Adam's update split over
            n threads (as the library once did) against the library's one
            thread, BLAS on n threads, for each n of --threads
@@ -44,6 +47,7 @@ figures are printed.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,6 +62,8 @@ import numpy as np
 
 import numpy_vae
 from numpy_vae import VAE, Adam, optim
+from numpy_vae import distributions as dist
+from numpy_vae.layers import MLP
 from numpy_vae.train import keep_freed_memory
 
 torch = None  # imported by import_torch(), never in the memory-measuring child process
@@ -68,6 +74,7 @@ except ImportError:
     threadpool_info = threadpool_limits = None
 
 HERE = Path(__file__).resolve().parent
+PARTS = ("speed", "scaling", "memory", "breakdown", "adam")
 STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
 D, H, Z = 784, 400, 20
 
@@ -355,6 +362,8 @@ def with_split_adam(step, threads):
     parallel; the numbers are the same. Wraps ``optim._adam_update`` during
     the step only.
     """
+    if threads == 1:
+        return step  # nothing to split: both columns measure the same, the method's spread
     one = optim._adam_update
     pool = ThreadPoolExecutor(threads - 1)
 
@@ -395,6 +404,91 @@ def part_adam(images, args):
             times, _ = interleaved(steps, lambda r, data=data: data[r], args.repeats)
         med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
         print(f"| {n} | {med['split']:.2f} | {med['one']:.2f} | {med['mm']:.2f} |")
+
+
+@contextlib.contextmanager
+def timing(pieces, spent):
+    """Within the block, every call of the functions in ``pieces`` adds its time to ``spent``.
+
+    ``pieces`` maps a name to ``(owner, attribute)`` pairs: module functions or
+    class methods, replaced by timed wrappers and restored on exit.
+    """
+    originals = []
+
+    def timed(f, name):
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - t
+        return wrapper
+
+    for name, targets in pieces.items():
+        for owner, attr in targets:
+            originals.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, timed(getattr(owner, attr), name))
+    try:
+        yield
+    finally:
+        for owner, attr, f in reversed(originals):
+            setattr(owner, attr, f)
+
+
+def part_breakdown(images, args):
+    print("\n## Where numpy_vae's step spends its time: ms per step\n")
+    this = sys.modules[__name__]
+    pieces = {  # none of these calls another of them
+        "uint8 batch to float32": [(this, "to_float")],
+        "data check (dtype, shape, [0, 1])": [(VAE, "_check_x")],
+        "encoder and decoder forward (products, biases, ReLU)": [(MLP, "forward")],
+        "encoder and decoder backward (products, bias sums, ReLU)": [(MLP, "backward")],
+        "Bernoulli log-likelihood": [(dist, "bernoulli_log_likelihood")],
+        "Bernoulli log-likelihood backward": [(dist, "bernoulli_log_likelihood_backward")],
+        "reparameterization and KL, forward and backward": [
+            (dist, f) for f in ("reparameterize", "reparameterize_backward",
+                                "kl_standard_normal", "kl_standard_normal_backward")],
+        "Adam step": [(Adam, "step")],
+    }
+    n_steps = args.steps * args.repeats
+    columns = {}
+    for n in args.threads:
+        step, model = numpy_trainer()
+        data = batches(images, args.batch_size, n_steps, np.random.default_rng(n))
+        spent = dict.fromkeys(pieces, 0.0)
+        with Threads(n), timing(pieces, spent):
+            for batch in data[:5]:  # warm-up
+                step(batch)
+            spent.update(dict.fromkeys(pieces, 0.0))
+            t = time.perf_counter()
+            for batch in data:
+                step(batch)
+            total = time.perf_counter() - t
+            mm = matmul_timer(model, args.batch_size)
+            t = time.perf_counter()
+            for _ in range(n_steps):
+                mm()
+            mm_alone = time.perf_counter() - t
+        grads = model.loss_and_grads(to_float(data[0]), rng=np.random.default_rng(0))[1]
+        opt = Adam(lr=1e-3)
+        t = time.perf_counter()
+        for _ in range(n_steps):  # the same arrays, with no other work evicting them
+            opt.step(model.params, grads)
+        adam_alone = time.perf_counter() - t
+        col = {k: v / n_steps for k, v in spent.items()}
+        col["everything else (Python, small arrays)"] = (total - sum(spent.values())) / n_steps
+        col["the whole step"] = total / n_steps
+        col["the step's matrix products on their own, same shapes"] = mm_alone / n_steps
+        col["Adam step on its own, repeated with nothing in between"] = adam_alone / n_steps
+        columns[n] = col
+    print("| piece | " + " | ".join(f"{n} thread(s): ms | share" for n in columns) + " |")
+    print("|---|" + "---:|---:|" * len(columns))
+    for name in next(iter(columns.values())):
+        cells = [f"{1e3 * c[name]:.2f} | {100 * c[name] / c['the whole step']:.0f}%"
+                 for c in columns.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(f"\n{n_steps} steps per column (--steps x --repeats), one block, wall clock; the "
+          "last two rows are not part of the step's sum.")
 
 
 def part_scaling(images, args):
@@ -502,7 +596,7 @@ def rss_child(args):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="speed,scaling,memory",
-                   help="comma-separated: speed, scaling, memory, adam "
+                   help="comma-separated: " + ", ".join(PARTS) + " "
                         "(default: speed,scaling,memory)")
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (speed)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved blocks (speed)")
@@ -511,7 +605,7 @@ def main(argv=None):
     p.add_argument("--scaling-threads", type=int, default=1,
                    help="threads for the scaling part (default 1: the cost of the work itself)")
     p.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
-                   help="thread counts to run, for BLAS, Adam and PyTorch alike "
+                   help="thread counts to run, for BLAS and PyTorch alike "
                         "(default: 1 and all cores)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--no-torch", action="store_true", help="time numpy_vae only")
@@ -524,9 +618,9 @@ def main(argv=None):
     if not args.no_torch:
         import_torch()
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    unknown = parts - {"speed", "scaling", "memory", "adam"}
+    unknown = parts - set(PARTS)
     if unknown:
-        p.error(f"unknown parts {sorted(unknown)}; choose from speed, scaling, memory, adam")
+        p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
 
     kept = keep_freed_memory()  # as numpy_vae's training does; PyTorch shares the setting
     print("## Machine\n")
@@ -535,7 +629,7 @@ def main(argv=None):
         print(f"- {k}: {v}")
     if torch is None and not args.no_torch:
         print("- PyTorch: not installed, numpy_vae figures only")
-    images, source = load_images() if parts & {"speed", "scaling", "adam"} else (None, None)
+    images, source = load_images() if parts - {"memory"} else (None, None)
     if source:
         print(f"- data: {source} {images.shape} uint8, converted per batch")
     t0 = time.perf_counter()
@@ -545,6 +639,8 @@ def main(argv=None):
         part_scaling(images, args)
     if "memory" in parts:
         part_memory(args)
+    if "breakdown" in parts:
+        part_breakdown(images, args)
     if "adam" in parts:
         part_adam(images, args)
     print(f"\nPeak RSS of this process (with PyTorch loaded, if it is): {peak_rss_mb():.0f} MB; "
