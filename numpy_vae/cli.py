@@ -124,12 +124,12 @@ def cmd_train(args):
     name = args.preset or config.dataset
     out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"numpy_vae {__version__}: training on {config.dataset} -> {out}")
-    model, history = fit(config, out, resume=args.resume, data_dir=args.data_dir,
-                         download=not args.no_download, progress=not args.quiet)
+    data = load_run_data(config, args.data_dir, not args.no_download)
+    model, history = fit(config, out, resume=args.resume, progress=not args.quiet, data=data)
     if history:
         print(f"final validation ELBO {history[-1]['val_elbo']:.3f} nats")
     if not args.no_pictures:
-        _, _, test, pre = load_run_data(config, args.data_dir, not args.no_download)
+        _, _, test, pre = data
         show = subset(test, np.arange(min(len(test), 5000)))
         x = fixed_inputs(pre, show.images, config.seed)
         paths = plots.run_pictures(model, pre.to_images, x, show, history, out,

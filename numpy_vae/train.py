@@ -258,13 +258,16 @@ def read_history(path):
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
 
 
-def fit(config, out, resume=False, data_dir=None, download=True, progress=True, log=print):
+def fit(config, out, resume=False, data_dir=None, download=True, progress=True, log=print,
+        data=None):
     """Train a VAE as ``config`` says, writing the run into the folder ``out``.
 
     With ``resume=True`` continue the run in ``out`` from its checkpoint; its
-    config must equal ``config`` except for ``epochs``. Returns ``(model,
-    history)``. Raises ``TrainingDiverged`` (the last good checkpoint stays)
-    if the loss or a gradient becomes non-finite.
+    config must equal ``config`` except for ``epochs``. ``data`` is what
+    ``load_run_data(config, ...)`` returned, if the caller has it already
+    (else it is loaded here). Returns ``(model, history)``. Raises
+    ``TrainingDiverged`` (the last good checkpoint stays) if the loss or a
+    gradient becomes non-finite.
     """
     out = Path(out)
     ckpt_path = out / "checkpoint.npz"
@@ -293,7 +296,7 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
         opt = Adam(lr=config.lr)
         history, start = [], 0
 
-    train, val, test, pre = load_run_data(config, data_dir, download)
+    train, val, test, pre = data or load_run_data(config, data_dir, download)
     # With n_validation = 0 (all training images are used, as in the papers) the
     # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
     x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from numpy_vae import VAE
+from numpy_vae import train as train_module
 from numpy_vae.checkpoint import CheckpointError, load_checkpoint
 from numpy_vae.train import TrainConfig, TrainingDiverged, fit, read_history
 
@@ -18,6 +19,19 @@ TINY = dict(hidden_dims=(16,), latent_dim=2, epochs=3, batch_size=64, max_train=
 def run(tmp_path, name, **kw):
     config = TrainConfig(**{**TINY, **kw})
     return fit(config, tmp_path / name, progress=False, log=lambda s: None)
+
+
+def test_fit_uses_data_it_is_given_and_trains_the_same(tmp_path, monkeypatch):
+    config = TrainConfig(**{**TINY, "epochs": 2})
+    data = train_module.load_run_data(config)
+    loaded, _ = fit(config, tmp_path / "loaded", progress=False, log=lambda s: None)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("fit loaded the data although it was given")
+
+    monkeypatch.setattr(train_module, "load_run_data", no_loading)
+    given, _ = fit(config, tmp_path / "given", progress=False, log=lambda s: None, data=data)
+    assert all(np.array_equal(loaded.params[k], given.params[k]) for k in loaded.params)
 
 
 def test_fit_writes_history_and_checkpoint_and_learns(tmp_path):
