@@ -296,7 +296,9 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
         opt = Adam(lr=config.lr)
         history, start = [], 0
 
-    train, val, test, pre = data or load_run_data(config, data_dir, download)
+    if data is None:
+        data = load_run_data(config, data_dir, download)
+    train, val, test, pre = data
     # With n_validation = 0 (all training images are used, as in the papers) the
     # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
     x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
