@@ -3,7 +3,8 @@
 The model is the one of PyTorch's VAE example (examples/vae/main.py):
 784-400-20 with ReLU, a Bernoulli decoder on grey-level MNIST, Adam with
 lr 1e-3, batch 128, float32. One training step is: convert a uint8 batch to
-float32 in [0, 1], loss and gradients, one Adam step.
+float32 in [0, 1], ``model.loss_and_grads``, ``Adam.step``: the library's
+public API and nothing else (no private name is read or patched).
 
 Reduction: numpy_vae's loss is the batch *mean* of -ELBO. The example sums
 BCE + KL over the batch; here the PyTorch loss is that sum divided by the
@@ -11,43 +12,49 @@ batch size, i.e. the same mean, so both runs take the same Adam steps (Adam
 is nearly scale-invariant, but its eps is not). The decoder is the example's:
 sigmoid, then ``F.binary_cross_entropy`` (numpy_vae works on the logits).
 
-The two are run interleaved (A B B A A B ...) in one process, on the same
+Steps are timed interleaved (A B B A A B ...) in one process, on the same
 batches and with the same number of threads (``torch.set_num_threads``,
-threadpoolctl for NumPy's BLAS; numpy_vae's Adam runs on one thread), and
-compared as ratios of medians, since the machine may be shared and absolute
-times drift. Each library initialises its weights its own way.
-Like ``numpy-vae train``, the script first asks glibc's malloc to keep freed
-memory (``train.keep_freed_memory``); the setting is per process, so PyTorch
-runs with it too.
-On a machine where other jobs hold the cores, multi-threaded timings of both
-libraries are dominated by worker threads waiting for each other; trust the
-1-thread figures there.
+threadpoolctl for NumPy's BLAS), and compared as ratios of medians, since the
+machine may be shared and absolute times drift. Each library initialises its
+weights its own way. Every run first prints the machine: CPU, cores, load
+average, Python, NumPy, its BLAS and kernel, PyTorch. On a machine where other
+jobs hold the cores, multi-threaded timings of both libraries are dominated by
+worker threads waiting for each other; trust the 1-thread figures there.
 
-Parts (``--parts``, comma-separated):
-  speed    seconds per epoch (469 steps of 128) for both, their ratio, the share
-           of numpy_vae's step spent in matrix products (the step's matrix
-           products, same shapes, timed on their own between the steps)
+Parts (``--parts``, comma-separated; default speed,scaling,memory):
+  speed    seconds per epoch (469 steps of 128) of numpy_vae and PyTorch, their
+           ratio, and the share of numpy_vae's step spent in matrix products (the
+           step's products, same shapes, timed on their own between the steps).
+           With ``--baseline PATH`` also an older numpy_vae source tree (a git
+           worktree, say), imported as ``numpy_vae_baseline`` and timed in the same
+           interleaving: "current / baseline". When OPENBLAS_CORETYPE is set, the
+           part runs again in a child process without OPENBLAS_CORETYPE and
+           OPENBLAS_L2_SIZE, so OpenBLAS picks its kernel itself; both results are
+           printed with their kernels.
   scaling  step time against batch size (hidden 400) and hidden width (batch
            128): a table and a log-log plot, benchmarks/scaling.png
   memory   peak resident memory of one full MNIST epoch of numpy_vae, in a
            fresh process without PyTorch
-  breakdown  (not in the default) where numpy_vae's step spends its time: each
-           piece timed inside the step, next to the step's matrix products and
-           Adam timed on their own, for each n of --threads
-  adam     (not in the default) numpy_vae's step with Adam's update split over
-           n threads (as the library once did) against the library's one
-           thread, BLAS on n threads, for each n of --threads
+  malloc   does asking glibc's malloc to keep freed memory (mallopt: mmap
+           threshold 32 MiB, top pad 64 MiB) buy at least 5% of an epoch? Seconds
+           per epoch of numpy_vae in fresh processes with and without it,
+           alternated over ``--malloc-repeats``. Only those children change
+           malloc's settings; every other figure runs with glibc's defaults.
 
-Usage:
-  NUMPY_VAE_DATA=/path/to/data python benchmarks/bench_train_step.py --repeats 21
-  python benchmarks/bench_train_step.py --parts speed --threads 1 --steps 50 --repeats 15
+Where the time of one step goes: ``benchmarks/profile_step.py`` (cProfile).
+
+Usage (the full measurement, on an idle machine):
+  NUMPY_VAE_DATA=/path/to/data python benchmarks/bench_train_step.py \\
+      --parts speed,scaling,memory,malloc --threads 2 1 --repeats 15 --baseline /path/to/old/tree
+Quick look: python benchmarks/bench_train_step.py --parts speed --threads 1 --steps 20 --repeats 3
 
 PyTorch is optional (``pip install torch``); without it only numpy_vae's
 figures are printed.
 """
 
 import argparse
-import contextlib
+import ctypes
+import importlib.util
 import json
 import os
 import platform
@@ -55,18 +62,13 @@ import resource
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 import numpy_vae
-from numpy_vae import VAE, Adam, optim
-from numpy_vae import distributions as dist
-from numpy_vae.layers import MLP
-from numpy_vae.train import keep_freed_memory
 
-torch = None  # imported by import_torch(), never in the memory-measuring child process
+torch = None  # imported by import_torch(), never in the child processes that measure memory
 
 try:
     from threadpoolctl import threadpool_info, threadpool_limits
@@ -74,9 +76,10 @@ except ImportError:
     threadpool_info = threadpool_limits = None
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("speed", "scaling", "memory", "breakdown", "adam")
+PARTS = ("speed", "scaling", "memory", "malloc")
 STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
 D, H, Z = 784, 400, 20
+KERNEL_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # the rerun's child goes without both
 
 
 # ----------------------------------------------------------------------------- data
@@ -107,22 +110,55 @@ def batches(images, batch_size, steps, rng):
     return [images[rng.integers(0, len(images), batch_size)] for _ in range(steps)]
 
 
-# ----------------------------------------------------------------------------- the two steps
+# ----------------------------------------------------------------------------- the steps
 
 
-def numpy_trainer(hidden=H, seed=0):
-    """A numpy_vae model and optimizer; returns ``step(uint8 batch) -> loss``, the model."""
-    model = VAE(D, (hidden,), Z, likelihood="bernoulli", activation="relu",
-                dtype=np.float32, rng=np.random.default_rng(seed))
-    opt = Adam(lr=1e-3)
+def numpy_trainer(hidden=H, seed=0, lib=numpy_vae):
+    """A model and Adam of ``lib`` (a numpy_vae package); returns ``step(uint8 batch) -> loss``
+    and the model."""
+    model = lib.VAE(D, (hidden,), Z, likelihood="bernoulli", activation="relu",
+                    dtype=np.float32, rng=np.random.default_rng(seed))
+    opt = lib.Adam(lr=1e-3)
     rng = np.random.default_rng(seed + 1)
 
     def step(batch):
-        loss, grads = model.loss_and_grads(to_float(batch), rng=rng)
+        # The current library returns (loss, grads, terms); older trees (loss, grads).
+        loss, grads, *_ = model.loss_and_grads(to_float(batch), rng=rng)
         opt.step(model.params, grads)
         return loss
 
     return step, model
+
+
+def import_baseline(path, name="numpy_vae_baseline"):
+    """Import the numpy_vae package of the source tree ``path`` as the module ``name``."""
+    path = Path(path).resolve()
+    package = path / "numpy_vae" if (path / "numpy_vae" / "__init__.py").exists() else path
+    if not (package / "__init__.py").exists():
+        raise SystemExit(f"--baseline {path}: neither numpy_vae/__init__.py nor __init__.py there")
+    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
+                                                  submodule_search_locations=[str(package)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before running it: its relative imports look it up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def describe_tree(package):
+    """'0.1.0, /path (git abc1234, uncommitted changes)' for an imported numpy_vae package."""
+    root = Path(package.__file__).resolve().parents[1]
+    text = f"{getattr(package, '__version__', '?')}, {root}"
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run(git + ["log", "-1", "--format=%h %s"], capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(git + ["status", "--porcelain", "--", "numpy_vae"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return text
+    if commit:
+        text += f" (git {commit[:60]}{', uncommitted changes in numpy_vae/' if dirty else ''})"
+    return text
 
 
 def import_torch():
@@ -137,10 +173,7 @@ def import_torch():
 
 
 def torch_trainer(hidden=H, seed=0):
-    """PyTorch's examples/vae model with Adam; returns ``step(uint8 batch) -> loss``.
-
-    The example's fc21 and fc22 (mu and logvar) are numpy_vae's one (H, 2Z) head.
-    """
+    """PyTorch's examples/vae model with Adam; returns ``step(uint8 batch) -> loss``."""
     import torch.nn.functional as F
     from torch import nn
 
@@ -180,29 +213,21 @@ def torch_trainer(hidden=H, seed=0):
 def matmul_timer(model, batch_size, seed=0):
     """The matrix products of one numpy_vae step, same shapes; returns ``run()``.
 
-    Forward ``x @ W`` for every layer; backward ``x.T @ dout`` (into a flat
-    gradient buffer, as the model does) for every layer and ``dout @ W.T`` for
-    every layer but the encoder's first (its input is the data).
+    For every weight matrix W (I, O) of ``model.params``: forward ``x @ W``,
+    backward ``x.T @ dout`` and ``dout @ W.T``, except the last for the layer
+    whose input is the data (I = 784; no hidden width here is 784).
     """
     rng = np.random.default_rng(seed)
-    flat = np.empty_like(model.flat_params)
-    ops, start = [], 0
-    for net, skip_first_dx in ((model.encoder, True), (model.decoder, False)):
-        for i in range(net.n_layers):
-            W = model.params[net.names(i)[0]]
-            I, O = W.shape
-            x = rng.random((batch_size, I), dtype=np.float32)
-            dout = rng.standard_normal((batch_size, O), dtype=np.float32)
-            dW = flat[start:start + W.size].reshape(W.shape)
-            start += W.size
-            ops.append((np.matmul, x, W, None))
-            ops.append((np.matmul, x.T, dout, dW))
-            if i > 0 or not skip_first_dx:
-                ops.append((np.matmul, dout, W.T, None))
+    ops = []
+    for W in (p for p in model.params.values() if p.ndim == 2):
+        I, O = W.shape
+        x = rng.random((batch_size, I), dtype=np.float32)  # (B, I)
+        dout = rng.standard_normal((batch_size, O), dtype=np.float32)  # (B, O)
+        ops += [(x, W), (x.T, dout)] + ([(dout, W.T)] if I != D else [])
 
     def run():
-        for f, a, b, out in ops:
-            f(a, b, out=out)
+        for a, b in ops:
+            np.matmul(a, b)
 
     return run
 
@@ -258,30 +283,59 @@ def interleaved(steps, data_for_repeat, repeats):
     return wall, cpu
 
 
+def ratio_summary(a, b):
+    """Ratio of the medians of ``a`` and ``b``, and (min, median, max) of the paired ratios."""
+    paired = np.array(a) / np.array(b)
+    return (float(np.median(a) / np.median(b)),
+            (float(paired.min()), float(np.median(paired)), float(paired.max())))
+
+
 # ----------------------------------------------------------------------------- machine
 
 
-def machine():
-    """CPU model, cores, BLAS, library versions."""
-    cpu = platform.processor() or platform.machine()
+def kernel_env():
+    """'OPENBLAS_CORETYPE=Haswell, OPENBLAS_L2_SIZE=512', or that neither is set."""
+    env = ", ".join(f"{k}={os.environ[k]}" for k in KERNEL_ENV if k in os.environ)
+    return env or "OPENBLAS_CORETYPE not set"
+
+
+def blas_kernel(short=False):
+    """Which BLAS NumPy calls and which kernel it runs (threadpoolctl), and the environment.
+
+    ``short``: the kernel (OpenBLAS's architecture) and the environment only.
+    """
+    if threadpool_info is None:
+        return f"unknown (pip install threadpoolctl); {kernel_env()}"
+    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if short:
+        kernels = ", ".join(str(i.get("architecture", i["internal_api"])) for i in infos)
+        return f"{kernels or '?'} ({kernel_env()})"
+    text = ", ".join(f"{i['internal_api']} {i.get('version')} (architecture "
+                     f"{i.get('architecture', '-')}, {i['num_threads']} threads, "
+                     f"{Path(i['filepath']).name})" for i in infos)
+    return f"{text or 'none found'}; {kernel_env()}"
+
+
+def cpu_model():
+    """'AMD EPYC (family 26, model 2, 2596.0 MHz)' from /proc/cpuinfo, or what platform knows."""
     try:
         fields = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
-        cpu = (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
-               f"model {fields.get('model', '?')}, {fields.get('cpu MHz', '?')} MHz)")
+        return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+                f"model {fields.get('model', '?')}, {fields.get('cpu MHz', '?')} MHz)")
     except (OSError, KeyError):
-        pass
-    blas = "unknown"
-    if threadpool_info is not None:
-        infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-        blas = ", ".join(f"{i['internal_api']} {i['version']} ({i.get('architecture')}, "
-                         f"{i['num_threads']} threads)" for i in infos) or blas
+        return platform.processor() or platform.machine()
+
+
+def machine():
+    """CPU model, cores, load, library versions, BLAS kernel."""
     info = {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-        "numpy": np.__version__, "numpy_vae": numpy_vae.__version__, "numpy BLAS": blas,
-        "load average (1 min) at start": round(os.getloadavg()[0], 2),
+        "cpu": cpu_model(), "cores": os.cpu_count(),
+        "load average (1, 5, 15 min) at start": ", ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "python": platform.python_version(), "numpy": np.__version__,
+        "numpy_vae": describe_tree(numpy_vae), "BLAS kernel": blas_kernel(),
     }
     if torch is not None:
         cfg = torch.__config__.show()
@@ -305,17 +359,19 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-# ----------------------------------------------------------------------------- parts
+# ----------------------------------------------------------------------------- speed
 
 
-def part_speed(images, args):
-    print("\n## Speed: seconds per epoch (469 steps of 128), interleaved\n")
+def speed_rows(images, args, baseline):
+    """Time the steps interleaved for each thread count; one dict of results per count."""
     rows = []
     for n in args.threads:
         rng = np.random.default_rng(n)
         data = [batches(images, args.batch_size, args.steps, rng) for _ in range(args.repeats)]
         np_step, model = numpy_trainer()
         steps = {"numpy_vae": np_step}
+        if baseline is not None:
+            steps["baseline"] = numpy_trainer(lib=baseline)[0]
         if torch is not None and not args.no_torch:
             steps["pytorch"] = torch_trainer()
         mm = matmul_timer(model, args.batch_size)
@@ -325,170 +381,103 @@ def part_speed(images, args):
         med = {k: float(np.median(v)) for k, v in times.items()}
         row = {"threads": n, "numpy_vae_epoch_s": med["numpy_vae"] * STEPS_PER_EPOCH,
                "matmul_share": med["numpy_vae matmuls only"] / med["numpy_vae"]}
-        if "pytorch" in med:
-            per_repeat = np.array(times["numpy_vae"]) / np.array(times["pytorch"])
-            row.update(pytorch_epoch_s=med["pytorch"] * STEPS_PER_EPOCH,
-                       ratio=med["numpy_vae"] / med["pytorch"],
-                       cpu_ratio=float(np.median(cpu["numpy_vae"]) / np.median(cpu["pytorch"])),
-                       ratio_per_repeat=(float(per_repeat.min()), float(np.median(per_repeat)),
-                                         float(per_repeat.max())))
+        for other in ("pytorch", "baseline"):
+            if other in med:
+                row[f"{other}_epoch_s"] = med[other] * STEPS_PER_EPOCH
+                row[f"{other}_ratio"], row[f"{other}_spread"] = ratio_summary(
+                    times["numpy_vae"], times[other])
+                row[f"{other}_cpu_ratio"] = float(np.median(cpu["numpy_vae"])
+                                                  / np.median(cpu[other]))
         rows.append(row)
         if args.verbose:
             for k, v in times.items():
                 print(f"  {n} thr {k:24s} ms/step: " + " ".join(f"{1e3 * t:.2f}" for t in v))
                 print(f"  {n} thr {k:24s} CPU ms:  " + " ".join(f"{1e3 * t:.2f}" for t in cpu[k]))
+    return rows
 
+
+def print_speed(rows, args):
     print("| threads | numpy_vae s/epoch | PyTorch s/epoch | numpy_vae / PyTorch "
           "| per repeat (min, median, max) | same, CPU time | matmul share of numpy_vae |")
     print("|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
-        has = "ratio" in r
+        has = "pytorch_ratio" in r
         pt = f"{r['pytorch_epoch_s']:.2f}" if has else "-"
-        ratio = f"**{r['ratio']:.2f}**" if has else "-"
-        spread = "({:.2f}, {:.2f}, {:.2f})".format(*r["ratio_per_repeat"]) if has else "-"
-        cpu_ratio = f"{r['cpu_ratio']:.2f}" if has else "-"
+        ratio = f"**{r['pytorch_ratio']:.2f}**" if has else "-"
+        spread = "({:.2f}, {:.2f}, {:.2f})".format(*r["pytorch_spread"]) if has else "-"
+        cpu_ratio = f"{r['pytorch_cpu_ratio']:.2f}" if has else "-"
         print(f"| {r['threads']} | {r['numpy_vae_epoch_s']:.2f} | {pt} | {ratio} | {spread} "
               f"| {cpu_ratio} | {100 * r['matmul_share']:.0f}% |")
     print(f"\n{args.steps} steps x {args.repeats} repeats per cell; medians over repeats; "
           "epoch = 469 x median wall-clock seconds per step. CPU time counts every thread "
           "of the process, spin-waiting included.")
+
+
+def print_baseline(rows, baseline):
+    print(f"\n## Current against baseline, same interleaving\n\n"
+          f"- current: {describe_tree(numpy_vae)}\n- baseline: {describe_tree(baseline)}\n")
+    print("| threads | current s/epoch | baseline s/epoch | current / baseline "
+          "| per repeat (min, median, max) | same, CPU time |")
+    print("|---:|---:|---:|---:|---|---:|")
+    for r in rows:
+        print(f"| {r['threads']} | {r['numpy_vae_epoch_s']:.2f} | {r['baseline_epoch_s']:.2f} "
+              f"| **{r['baseline_ratio']:.2f}** | "
+              + "({:.2f}, {:.2f}, {:.2f})".format(*r["baseline_spread"])
+              + f" | {r['baseline_cpu_ratio']:.2f} |")
+
+
+def part_speed(images, args, baseline, heading=True):
+    if heading:
+        print("\n## Speed: seconds per epoch (469 steps of 128), interleaved\n")
+    print(f"BLAS kernel: {blas_kernel()}\n")
+    rows = speed_rows(images, args, baseline)
+    print_speed(rows, args)
+    if baseline is not None:
+        print_baseline(rows, baseline)
     return rows
 
 
-def with_split_adam(step, threads):
-    """``step`` with Adam's flat update split into ``threads`` slices run at once.
-
-    NumPy releases the GIL in its loops, so the slices run on the cores in
-    parallel; the numbers are the same. Wraps ``optim._adam_update`` during
-    the step only.
-    """
-    if threads == 1:
-        return step  # nothing to split: both columns measure the same, the method's spread
-    one = optim._adam_update
-    pool = ThreadPoolExecutor(threads - 1)
-
-    def split(p, g, m, v, b1, b2, lr_t, eps_t, work):
-        bounds = [p.size * i // threads for i in range(threads + 1)]
-
-        def part(lo, hi):
-            one(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], b1, b2, lr_t, eps_t,
-                (work[0][lo:hi], work[1][lo:hi]))
-
-        futures = [pool.submit(part, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        part(bounds[0], bounds[1])  # this thread does the first slice meanwhile
-        for f in futures:
-            f.result()
-
-    def split_step(batch):
-        optim._adam_update = split
-        try:
-            return step(batch)
-        finally:
-            optim._adam_update = one
-
-    return split_step
+def run_child(cmd, env=None):
+    """Run ``cmd``; return its standard output, or stop with its error output."""
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"child process failed: {' '.join(cmd)}\n{out.stderr}")
+    return out.stdout
 
 
-def part_adam(images, args):
-    print("\n## Adam split over the BLAS threads inside the step: ms per step, interleaved\n")
-    print("| BLAS threads | Adam split over them | Adam on 1 (numpy_vae) | matrix products alone |")
-    print("|---:|---:|---:|---:|")
-    for n in args.threads:
-        rng = np.random.default_rng(n)
-        data = [batches(images, args.batch_size, args.steps, rng) for _ in range(args.repeats)]
-        one, model = numpy_trainer()
-        mm = matmul_timer(model, args.batch_size)
-        steps = {"split": with_split_adam(numpy_trainer()[0], n), "one": one,
-                 "mm": lambda batch, mm=mm: mm()}
-        with Threads(n):
-            times, _ = interleaved(steps, lambda r, data=data: data[r], args.repeats)
-        med = {k: 1e3 * float(np.median(v)) for k, v in times.items()}
-        print(f"| {n} | {med['split']:.2f} | {med['one']:.2f} | {med['mm']:.2f} |")
+def speed_child_command(args):
+    """This script's speed part with the same settings, to run in a child process."""
+    cmd = [sys.executable, __file__, "--parts", "speed", "--kernel-child",
+           "--steps", str(args.steps), "--repeats", str(args.repeats),
+           "--batch-size", str(args.batch_size), "--threads", *map(str, args.threads)]
+    cmd += ["--no-torch"] if args.no_torch else []
+    cmd += ["--verbose"] if args.verbose else []
+    cmd += ["--baseline", str(args.baseline)] if args.baseline else []
+    return cmd
 
 
-@contextlib.contextmanager
-def timing(pieces, spent):
-    """Within the block, every call of the functions in ``pieces`` adds its time to ``spent``.
-
-    ``pieces`` maps a name to ``(owner, attribute)`` pairs: module functions or
-    class methods, replaced by timed wrappers and restored on exit.
-    """
-    originals = []
-
-    def timed(f, name):
-        def wrapper(*args, **kwargs):
-            t = time.perf_counter()
-            try:
-                return f(*args, **kwargs)
-            finally:
-                spent[name] += time.perf_counter() - t
-        return wrapper
-
-    for name, targets in pieces.items():
-        for owner, attr in targets:
-            originals.append((owner, attr, getattr(owner, attr)))
-            setattr(owner, attr, timed(getattr(owner, attr), name))
-    try:
-        yield
-    finally:
-        for owner, attr, f in reversed(originals):
-            setattr(owner, attr, f)
+def part_speed_default_kernel(rows, args):
+    """Rerun the speed part in a child without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE; compare."""
+    print("\n## Speed again, in a child process without "
+          + " and ".join(KERNEL_ENV) + " (OpenBLAS chooses its kernel itself)\n")
+    env = {k: v for k, v in os.environ.items() if k not in KERNEL_ENV}
+    *lines, last = run_child(speed_child_command(args), env).rstrip().splitlines()
+    print("\n".join(lines).strip())
+    child = json.loads(last)
+    print("\n## BLAS kernels compared\n")
+    print("| BLAS kernel | threads | numpy_vae s/epoch | PyTorch s/epoch | numpy_vae / PyTorch |")
+    print("|---|---:|---:|---:|---:|")
+    for kernel, rs in ((blas_kernel(short=True), rows), (child["kernel"], child["rows"])):
+        for r in rs:
+            has = "pytorch_ratio" in r
+            print(f"| {kernel} | {r['threads']} | {r['numpy_vae_epoch_s']:.2f} | "
+                  + (f"{r['pytorch_epoch_s']:.2f} | {r['pytorch_ratio']:.2f} |" if has
+                     else "- | - |"))
+    print("\nThe two runs are separate processes, one after the other: compare their "
+          "numpy_vae / PyTorch ratios rather than their seconds.")
 
 
-def part_breakdown(images, args):
-    print("\n## Where numpy_vae's step spends its time: ms per step\n")
-    this = sys.modules[__name__]
-    pieces = {  # none of these calls another of them
-        "uint8 batch to float32": [(this, "to_float")],
-        "data check (dtype, shape, [0, 1])": [(VAE, "_check_x")],
-        "encoder and decoder forward (products, biases, ReLU)": [(MLP, "forward")],
-        "encoder and decoder backward (products, bias sums, ReLU)": [(MLP, "backward")],
-        "Bernoulli log-likelihood": [(dist, "bernoulli_log_likelihood")],
-        "Bernoulli log-likelihood backward": [(dist, "bernoulli_log_likelihood_backward")],
-        "reparameterization and KL, forward and backward": [
-            (dist, f) for f in ("reparameterize", "reparameterize_backward",
-                                "kl_standard_normal", "kl_standard_normal_backward")],
-        "Adam step": [(Adam, "step")],
-    }
-    n_steps = args.steps * args.repeats
-    columns = {}
-    for n in args.threads:
-        step, model = numpy_trainer()
-        data = batches(images, args.batch_size, n_steps, np.random.default_rng(n))
-        spent = dict.fromkeys(pieces, 0.0)
-        with Threads(n), timing(pieces, spent):
-            for batch in data[:5]:  # warm-up
-                step(batch)
-            spent.update(dict.fromkeys(pieces, 0.0))
-            t = time.perf_counter()
-            for batch in data:
-                step(batch)
-            total = time.perf_counter() - t
-            mm = matmul_timer(model, args.batch_size)
-            t = time.perf_counter()
-            for _ in range(n_steps):
-                mm()
-            mm_alone = time.perf_counter() - t
-        grads = model.loss_and_grads(to_float(data[0]), rng=np.random.default_rng(0))[1]
-        opt = Adam(lr=1e-3)
-        t = time.perf_counter()
-        for _ in range(n_steps):  # the same arrays, with no other work evicting them
-            opt.step(model.params, grads)
-        adam_alone = time.perf_counter() - t
-        col = {k: v / n_steps for k, v in spent.items()}
-        col["everything else (Python, small arrays)"] = (total - sum(spent.values())) / n_steps
-        col["the whole step"] = total / n_steps
-        col["the step's matrix products on their own, same shapes"] = mm_alone / n_steps
-        col["Adam step on its own, repeated with nothing in between"] = adam_alone / n_steps
-        columns[n] = col
-    print("| piece | " + " | ".join(f"{n} thread(s): ms | share" for n in columns) + " |")
-    print("|---|" + "---:|---:|" * len(columns))
-    for name in next(iter(columns.values())):
-        cells = [f"{1e3 * c[name]:.2f} | {100 * c[name] / c['the whole step']:.0f}%"
-                 for c in columns.values()]
-        print(f"| {name} | " + " | ".join(cells) + " |")
-    print(f"\n{n_steps} steps per column (--steps x --repeats), one block, wall clock; the "
-          "last two rows are not part of the step's sum.")
+# ----------------------------------------------------------------------------- scaling
 
 
 def part_scaling(images, args):
@@ -503,7 +492,7 @@ def part_scaling(images, args):
         rng = np.random.default_rng(value)
         data = [batches(images, batch_size, args.scaling_steps, rng)
                 for _ in range(args.scaling_repeats)]
-        steps = {"numpy_vae": numpy_trainer(hidden, n)[0]}
+        steps = {"numpy_vae": numpy_trainer(hidden)[0]}
         if use_torch:
             steps["pytorch"] = torch_trainer(hidden)
         with Threads(n):
@@ -559,51 +548,116 @@ def plot_scaling(results, path, threads):
     print(f"\nplot: {path}")
 
 
+# ----------------------------------------------------------------------------- memory, malloc
+
+
+M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameter numbers (malloc.h)
+
+
+def keep_freed_memory(pad_bytes=64 << 20, mmap_threshold=32 << 20):
+    """Ask glibc's malloc to keep freed memory for reuse; True if it took both settings.
+
+    Blocks below ``mmap_threshold`` then come from the heap, and ``pad_bytes``
+    of freed heap stay with the process instead of going back to the system.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc
+        return False
+    return (mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
+            and mallopt(M_TOP_PAD, int(pad_bytes)) == 1)
+
+
+def run_epoch_child(args, threads, steps=None, mallopt=False):
+    """Run this script's epoch in a fresh process (no PyTorch); return its JSON result."""
+    cmd = [sys.executable, __file__, "--epoch-child", "--threads", str(threads),
+           "--batch-size", str(args.batch_size)]
+    cmd += ["--epoch-steps", str(steps)] if steps else []
+    cmd += ["--mallopt"] if mallopt else []
+    return json.loads(run_child(cmd).strip().splitlines()[-1])
+
+
+def epoch_child(args):
+    """One shuffled MNIST epoch of numpy_vae (or its first --epoch-steps); print a JSON line."""
+    kept = keep_freed_memory() if args.mallopt else False  # before any training allocation
+    images, source = load_images()
+    rss_before = peak_rss_mb()
+    step, _ = numpy_trainer()
+    order = np.random.default_rng(0).permutation(len(images))
+    starts = range(0, len(order), args.batch_size)[:args.epoch_steps or None]
+    limit = threadpool_limits(args.threads[0]) if threadpool_limits else None
+    for i in starts[:3]:  # warm-up, not timed
+        step(images[np.sort(order[i:i + args.batch_size])])
+    t = time.perf_counter()
+    loss = float("nan")
+    for i in starts:
+        loss = step(images[np.sort(order[i:i + args.batch_size])])
+    seconds = time.perf_counter() - t
+    if limit is not None:
+        limit.unregister()
+    print(json.dumps({"data": source, "steps": len(starts), "threads": args.threads[0],
+                      "batch_size": args.batch_size, "seconds": seconds,
+                      "epoch_s": seconds / len(starts) * STEPS_PER_EPOCH, "last_loss": loss,
+                      "mallopt": kept, "peak_rss_mb": peak_rss_mb(),
+                      "rss_before_mb": rss_before}))
+
+
 def part_memory(args):
     print("\n## Memory: peak RSS of one full MNIST epoch of numpy_vae (fresh process)\n")
-    cmd = [sys.executable, __file__, "--rss-child", "--threads", str(min(args.threads))]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_epoch_child(args, min(args.threads))
     print(f"- data: {result['data']}, {result['steps']} steps of {result['batch_size']}, "
-          f"{result['threads']} thread(s), {result['epoch_s']:.1f} s, "
+          f"{result['threads']} thread(s), {result['seconds']:.1f} s, "
           f"last loss {result['last_loss']:.1f}")
     print(f"- peak RSS: **{result['peak_rss_mb']:.0f} MB** "
           f"(after import and data load: {result['rss_before_mb']:.0f} MB)")
     return result
 
 
-def rss_child(args):
-    """One epoch of numpy_vae on the training images; print a JSON line."""
-    images, source = load_images()
-    rss_before = peak_rss_mb()
-    step, _ = numpy_trainer()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(images))
-    limit = threadpool_limits(args.threads[-1]) if threadpool_limits else None
-    t = time.perf_counter()
-    loss = float("nan")
-    for i in range(0, len(order), args.batch_size):
-        loss = step(images[np.sort(order[i:i + args.batch_size])])
-    epoch_s = time.perf_counter() - t
-    if limit is not None:
-        limit.unregister()
-    print(json.dumps({"data": source, "steps": -(-len(order) // args.batch_size),
-                      "threads": args.threads[-1],
-                      "batch_size": args.batch_size, "epoch_s": epoch_s, "last_loss": loss,
-                      "peak_rss_mb": peak_rss_mb(), "rss_before_mb": rss_before}))
+def part_malloc(args):
+    print("\n## glibc malloc: does keeping freed memory buy 5% of an epoch?\n")
+    print(f"Fresh processes alternated, {args.malloc_repeats} of each per thread count, "
+          f"{args.malloc_steps} steps each; 'with' first calls mallopt(M_MMAP_THRESHOLD, "
+          "32 MiB) and mallopt(M_TOP_PAD, 64 MiB).\n")
+    print("| threads | with mallopt s/epoch | without s/epoch | with / without "
+          "| per repeat (min, median, max) |")
+    print("|---:|---:|---:|---:|---|")
+    ratios, took = {}, True
+    for n in args.threads:
+        times = {True: [], False: []}
+        for r in range(args.malloc_repeats):
+            for setting in ((True, False) if r % 2 == 0 else (False, True)):
+                result = run_epoch_child(args, n, args.malloc_steps, mallopt=setting)
+                took &= result["mallopt"] or not setting
+                times[setting].append(result["epoch_s"])
+        ratios[n], spread = ratio_summary(times[True], times[False])
+        print(f"| {n} | {np.median(times[True]):.2f} | {np.median(times[False]):.2f} "
+              f"| **{ratios[n]:.2f}** | " + "({:.2f}, {:.2f}, {:.2f})".format(*spread) + " |")
+    print("\nmalloc ratio (with / without, medians): " + "; ".join(
+        f"{n} thread(s) {r:.2f}, buys at least 5% of an epoch: **{'yes' if r <= 0.95 else 'no'}**"
+        for n, r in ratios.items())
+        + ("" if took else " (mallopt refused: not glibc?)")
+        + f". Load average (1 min) now {os.getloadavg()[0]:.2f}.")
 
 
-def main(argv=None):
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--parts", default="speed,scaling,memory",
                    help="comma-separated: " + ", ".join(PARTS) + " "
                         "(default: speed,scaling,memory)")
     p.add_argument("--steps", type=int, default=50, help="steps per timed block (speed)")
     p.add_argument("--repeats", type=int, default=15, help="interleaved blocks (speed)")
+    p.add_argument("--baseline", type=Path, help="an older numpy_vae source tree to time too")
     p.add_argument("--scaling-steps", type=int, default=20)
     p.add_argument("--scaling-repeats", type=int, default=5)
     p.add_argument("--scaling-threads", type=int, default=1,
                    help="threads for the scaling part (default 1: the cost of the work itself)")
+    p.add_argument("--malloc-steps", type=int, default=STEPS_PER_EPOCH,
+                   help="steps per child process (malloc; default a full epoch)")
+    p.add_argument("--malloc-repeats", type=int, default=5,
+                   help="child processes of each kind per thread count (malloc)")
     p.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
                    help="thread counts to run, for BLAS and PyTorch alike "
                         "(default: 1 and all cores)")
@@ -611,38 +665,48 @@ def main(argv=None):
     p.add_argument("--no-torch", action="store_true", help="time numpy_vae only")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where scaling.png goes")
     p.add_argument("--verbose", action="store_true", help="print every timed block")
-    p.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
+    for hidden in ("--epoch-child", "--kernel-child", "--mallopt"):  # set for child processes
+        p.add_argument(hidden, action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--epoch-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.rss_child:
-        return rss_child(args)
-    if not args.no_torch:
-        import_torch()
-    parts = {s.strip() for s in args.parts.split(",") if s.strip()}
-    unknown = parts - set(PARTS)
+    args.parts_set = {s.strip() for s in args.parts.split(",") if s.strip()}
+    unknown = args.parts_set - set(PARTS)
     if unknown:
         p.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    return args
 
-    kept = keep_freed_memory()  # as numpy_vae's training does; PyTorch shares the setting
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.epoch_child:
+        return epoch_child(args)
+    if not args.no_torch:
+        import_torch()
+    baseline = import_baseline(args.baseline) if args.baseline else None
+    parts = args.parts_set
+    images, source = load_images() if parts & {"speed", "scaling"} else (None, None)
+    if args.kernel_child:  # the speed part only, and its rows for the parent
+        rows = part_speed(images, args, baseline, heading=False)
+        return print(json.dumps({"kernel": blas_kernel(short=True), "rows": rows}))
+
     print("## Machine\n")
-    print(f"- glibc malloc keeps freed memory (numpy_vae.train.keep_freed_memory): {kept}")
     for k, v in machine().items():
         print(f"- {k}: {v}")
     if torch is None and not args.no_torch:
         print("- PyTorch: not installed, numpy_vae figures only")
-    images, source = load_images() if parts - {"memory"} else (None, None)
     if source:
         print(f"- data: {source} {images.shape} uint8, converted per batch")
     t0 = time.perf_counter()
     if "speed" in parts:
-        part_speed(images, args)
+        rows = part_speed(images, args, baseline)
+        if "OPENBLAS_CORETYPE" in os.environ:
+            part_speed_default_kernel(rows, args)
     if "scaling" in parts:
         part_scaling(images, args)
     if "memory" in parts:
         part_memory(args)
-    if "breakdown" in parts:
-        part_breakdown(images, args)
-    if "adam" in parts:
-        part_adam(images, args)
+    if "malloc" in parts:
+        part_malloc(args)
     print(f"\nPeak RSS of this process (with PyTorch loaded, if it is): {peak_rss_mb():.0f} MB; "
           f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}; "
           f"took {time.perf_counter() - t0:.0f} s")

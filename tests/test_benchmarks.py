@@ -1,24 +1,36 @@
 """The scripts in benchmarks/ run and print what the README quotes from them.
 
 Tiny settings, no timing asserted (timings come from the scripts, run on an
-idle machine, never from tests); PyTorch is left out (``--no-torch``).
+idle machine, never from tests). PyTorch is used where it is installed, and
+one run leaves it out (``--no-torch``). The environment is passed on as it is:
+with OPENBLAS_CORETYPE set, the speed part's rerun without it is checked too.
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from numpy_vae.train import TrainConfig, fit
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TINY = ("--steps", "2", "--repeats", "1", "--scaling-steps", "1", "--scaling-repeats", "1",
+        "--malloc-steps", "2", "--malloc-repeats", "1")
 
 
 def script(name, *args):
     return subprocess.run([sys.executable, str(BENCHMARKS / name), *map(str, args)],
                           capture_output=True, text=True, timeout=600,
                           env={**os.environ, "MPLBACKEND": "Agg"})
+
+
+def section(text, heading):
+    """``text`` from the line starting with ``heading`` to the next '## ' heading."""
+    start = ("\n" + text).index("\n" + heading)
+    end = text.find("\n## ", start)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def table_rows(text, heading):
@@ -33,27 +45,78 @@ def table_rows(text, heading):
     return rows
 
 
+def number(cell):
+    return float(cell.strip("*%"))
+
+
+def assert_machine_printed(out, with_torch):
+    machine = section(out, "## Machine")
+    for field in ("cpu", "cores", "load average", "python", "numpy", "numpy_vae", "BLAS kernel"):
+        assert f"\n- {field}" in machine, field
+    assert ("\n- torch: " in machine) == with_torch
+
+
 def test_train_step_benchmark_prints_every_part(tmp_path):
-    r = script("bench_train_step.py", "--parts", "speed,scaling,memory,breakdown,adam",
-               "--steps", "3", "--repeats", "2", "--threads", "1", "2", "--no-torch",
-               "--scaling-steps", "1", "--scaling-repeats", "1", "--out-dir", tmp_path)
+    """Every part, against the current tree itself as the baseline."""
+    no_torch = [] if HAS_TORCH else ["--no-torch"]
+    r = script("bench_train_step.py", "--parts", "speed,scaling,memory,malloc", *TINY,
+               "--threads", "1", "--baseline", ROOT, "--out-dir", tmp_path, *no_torch)
     assert r.returncode == 0, r.stderr
-    speed = table_rows(r.stdout, "## Speed")
-    assert [row[0] for row in speed] == ["1", "2"]
-    assert all(0 < float(row[-1].rstrip("%")) < 100 for row in speed)  # matmul share
-    assert len(table_rows(r.stdout, "## Scaling")) == 11
+    out = r.stdout
+    assert_machine_printed(out, HAS_TORCH)
+
+    speed = section(out, "## Speed:")
+    assert "BLAS kernel: " in speed
+    (row,) = table_rows(speed, "## Speed")
+    assert row[0] == "1" and number(row[1]) > 0 and number(row[-1]) > 0  # s/epoch, matmul share
+    assert (row[3] != "-") == HAS_TORCH  # numpy_vae / PyTorch
+    against = section(out, "## Current against baseline")
+    baseline_line = next(line for line in against.splitlines() if line.startswith("- baseline:"))
+    assert f", {ROOT}" in baseline_line
+    (row,) = table_rows(against, "## Current against baseline")
+    assert row[0] == "1" and number(row[3]) > 0  # current / baseline
+
+    if "OPENBLAS_CORETYPE" in os.environ:
+        rerun = section(out, "## Speed again")
+        assert "BLAS kernel: " in rerun and "OPENBLAS_CORETYPE not set" in rerun
+        assert len(table_rows(rerun, "## Speed again")) == 1
+        assert len(table_rows(out, "## BLAS kernels compared")) == 2
+
+    assert len(table_rows(out, "## Scaling")) == 11
     assert (tmp_path / "scaling.png").stat().st_size > 1000
-    assert "peak RSS: **" in r.stdout
-    # Every piece of the breakdown was found and timed inside the step (a renamed
-    # library function would leave its row at zero), for both thread counts.
-    pieces = table_rows(r.stdout, "## Where numpy_vae's step")
-    assert len(pieces) == 12
-    for name, ms_1, _, ms_2, _ in pieces:
-        assert float(ms_1) > 0 and float(ms_2) > 0, name
-    assert [row[0] for row in table_rows(r.stdout, "## Adam split")] == ["1", "2"]
+    assert "- peak RSS: **" in section(out, "## Memory")
+
+    malloc = section(out, "## glibc malloc")
+    (row,) = table_rows(malloc, "## glibc malloc")
+    assert row[0] == "1" and number(row[3]) > 0
+    assert "malloc ratio (with / without, medians): 1 thread(s) " in malloc
+    assert "buys at least 5% of an epoch: **" in malloc
+
+
+def test_train_step_benchmark_without_torch():
+    r = script("bench_train_step.py", "--parts", "speed", *TINY, "--threads", "1", "2",
+               "--no-torch")
+    assert r.returncode == 0, r.stderr
+    assert_machine_printed(r.stdout, with_torch=False)
+    rows = table_rows(r.stdout, "## Speed:")
+    assert [row[0] for row in rows] == ["1", "2"]
+    assert all(row[2] == row[3] == "-" for row in rows)  # no PyTorch columns
+
+
+def test_profile_step_prints_the_top_functions():
+    r = script("profile_step.py", "--steps", "3", "--top", "8")
+    assert r.returncode == 0, r.stderr
+    assert_machine_printed(r.stdout, with_torch=False)
+    for heading in ("## Top 8 functions by cumulative time", "## Top 8 functions by total time"):
+        listing = section(r.stdout, heading)
+        assert "ncalls  tottime  percall  cumtime" in listing
+        assert len(listing.strip().splitlines()) >= 8
+    assert "(loss_and_grads)" in section(r.stdout, "## Top 8 functions by cumulative time")
 
 
 def test_results_table_summarises_and_plots_a_run(tmp_path):
+    from numpy_vae.train import TrainConfig, fit
+
     config = TrainConfig(hidden_dims=(16,), latent_dim=2, epochs=2, max_train=256,
                          batch_size=64, log_px_every=1, log_px_samples=5, log_px_examples=20)
     fit(config, tmp_path / "run", progress=False, log=lambda s: None)
