@@ -40,4 +40,4 @@ def no_network(monkeypatch):
     """Any test that would open a URL without its own fake opener fails."""
     def refuse(url, timeout=None):
         raise AssertionError(f"test tried to open {url}")
-    monkeypatch.setattr(data, "_urlopen", refuse)
+    monkeypatch.setattr("numpy_vae.datafiles._urlopen", refuse)  # the one opener of URLs

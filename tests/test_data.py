@@ -1,309 +1,77 @@
-"""Tests for numpy_vae.data: readers, checked downloads (no network), shapes, preprocessing.
+"""Tests for numpy_vae.data: Dataset, load_dataset, the data facts, preprocessing, batches.
 
-Real-data tests read MNIST, Fashion-MNIST and Frey Face from data_dir() (set
-NUMPY_VAE_DATA) with download=False; they skip when the files are absent, and fail
-instead when NUMPY_VAE_REQUIRE_DATA=1.
+The file readers and downloads are tested in test_datafiles.py, the procedural
+"shapes" in test_shapes.py.
 """
 
-import gzip
-import hashlib
-import io
-import os
-import struct
-import urllib.error
+import ast
+import pathlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numpy_vae import data
+import numpy_vae
+from numpy_vae import data, shapes
 from numpy_vae.data import (
-    DataNotFoundError,
     Dataset,
+    Preprocessor,
     binarize_dynamic,
     binarize_threshold,
-    fetch,
     load_dataset,
     make_shapes,
     minibatches,
-    read_frey_mat,
-    read_idx,
-    read_mat_uint8,
     standardize,
     to_unit_interval,
     train_validation_split,
 )
+from numpy_vae.errors import NumpyVAEError
 
-tmp_ok = settings(max_examples=25, deadline=None,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-# ----------------------------------------------------------------------------- IDX
+# ----------------------------------------------------------------------------- the module
 
 
-def write_idx(path, array, magic=None):
-    magic = (0x0800 | array.ndim) if magic is None else magic
-    header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
+USED_ELSEWHERE = (  # names that train.py, cli.py, the tests, notebooks and benchmarks use
+    "load_dataset", "Dataset", "DATASETS", "DATA_ENV", "DataNotFoundError", "data_dir",
+    "make_shapes", "FASHION_MNIST_CLASSES", "to_unit_interval", "binarize_threshold",
+    "binarize_dynamic", "standardize", "train_validation_split", "minibatches", "load_mnist",
+    "load_fashion_mnist", "load_frey_face", "SHA256", "MIRRORS", "IDX_FILES", "FREY_FILE",
+    "fetch", "read_idx", "read_mat_uint8", "read_frey_mat", "frey_split_indices",
+    "SHAPE_KINDS", "SHAPE_SYMMETRY", "SHAPE_FACTORS", "SHAPE_SEEDS",
+    "IMAGE_SHAPES", "data_dim", "PREPROCESSING", "Preprocessor",
+)
 
 
-@tmp_ok
-@given(n=st.integers(0, 5), rows=st.integers(1, 6), cols=st.integers(1, 6), seed=st.integers(0, 9))
-def test_idx_round_trip(tmp_path, n, rows, cols, seed):
-    rng = np.random.default_rng(seed)
-    images = rng.integers(0, 256, (n, rows, cols), dtype=np.uint8)
-    labels = rng.integers(0, 10, n, dtype=np.uint8)
-    write_idx(tmp_path / "i.gz", images)
-    write_idx(tmp_path / "l.gz", labels)
-    got_images, got_labels = read_idx(tmp_path / "i.gz"), read_idx(tmp_path / "l.gz")
-    assert got_images.dtype == np.uint8 and got_images.shape == (n, rows, cols)
-    np.testing.assert_array_equal(got_images, images)
-    np.testing.assert_array_equal(got_labels, labels)
+def test_public_names_stay_in_data():
+    missing = [name for name in USED_ELSEWHERE if not hasattr(data, name)]
+    assert missing == []
+    assert set(data.__all__) <= set(dir(data)) and set(USED_ELSEWHERE) <= set(data.__all__)
 
 
-def test_idx_rejects_bad_files(tmp_path):
-    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    path = tmp_path / "bad.gz"
-    write_idx(path, images, magic=0x0D03)  # float data
-    with pytest.raises(ValueError, match="bad.gz.*magic"):
-        read_idx(path)
-    header = struct.pack(">IIII", 0x0803, 2, 3, 4)
-    with gzip.open(path, "wb") as f:
-        f.write(header + images.tobytes()[:-1])  # one byte short
-    with pytest.raises(ValueError, match="bad.gz.*truncated"):
-        read_idx(path)
-    with gzip.open(path, "wb") as f:
-        f.write(header[:10])
-    with pytest.raises(ValueError, match="header"):
-        read_idx(path)
-    path.write_bytes(b"not gzip at all")
-    with pytest.raises(ValueError, match="bad.gz"):
-        read_idx(path)
+def test_data_modules_import_only_checks_and_errors():
+    allowed = {"_checks", "errors", "data", "datafiles", "shapes"}
+    package = pathlib.Path(numpy_vae.__file__).parent
+    for module in ("data", "datafiles", "shapes"):
+        tree = ast.parse((package / f"{module}.py").read_text())
+        project = {node.module.split(".")[0] for node in ast.walk(tree)
+                   if isinstance(node, ast.ImportFrom) and node.level == 1}
+        absolute = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names if alias.name.startswith("numpy_vae")}
+        assert project <= allowed and not absolute, (module, project, absolute)
 
 
-# ----------------------------------------------------------------------------- MAT-5
+def test_image_shapes_and_data_dim():
+    assert data.DATASETS == tuple(data.IMAGE_SHAPES)
+    assert [data.data_dim(name) for name in data.DATASETS] == [784, 784, 784, 560]
+    with pytest.raises(ValueError, match=r"name must be one of .*'mnist'.*got 'cifar'"):
+        data.data_dim("cifar")
+    for split in data.SPLITS:
+        ds = load_dataset("shapes", split)
+        assert ds.image_shape == data.IMAGE_SHAPES["shapes"]
+        assert ds.data_dim == data.data_dim("shapes")
 
 
-def _small_tag(order, mtype, nbytes):
-    """The 4-byte small-element tag: nbytes in the upper 16 bits, type in the lower."""
-    return struct.pack(order + "I", (nbytes << 16) | mtype)
-
-
-def mat_variable(array, name, order="<", mclass=9, data_type=2):
-    """One miMATRIX element holding a 2-D array (column-major), as MATLAB -v6 writes it."""
-    def element(mtype, payload):
-        if len(payload) <= 4:
-            return _small_tag(order, mtype, len(payload)) + payload.ljust(4, b"\0")
-        return (struct.pack(order + "II", mtype, len(payload)) + payload
-                + b"\0" * (-len(payload) % 8))
-    flags = element(6, struct.pack(order + "II", mclass, 0))
-    dims = element(5, struct.pack(order + "2i", *array.shape))
-    body = flags + dims + element(1, name.encode()) + element(
-        data_type, array.T.astype(array.dtype.newbyteorder(order)).tobytes())
-    return struct.pack(order + "II", 14, len(body)) + body
-
-
-def write_mat(path, variables, order="<"):
-    text = b"MATLAB 5.0 MAT-file, Platform: test, Created by numpy_vae tests".ljust(116)
-    indicator = b"IM" if order == "<" else b"MI"
-    header = text + b"\0" * 8 + struct.pack(order + "H", 0x0100) + indicator
-    path.write_bytes(header + b"".join(variables))
-
-
-@tmp_ok
-@given(rows=st.integers(1, 9), cols=st.integers(1, 9), seed=st.integers(0, 9),
-       order=st.sampled_from("<>"), other=st.sampled_from(["x", "longname", None]))
-def test_mat_round_trip(tmp_path, rows, cols, seed, order, other):
-    ff = np.random.default_rng(seed).integers(0, 256, (rows, cols), dtype=np.uint8)
-    variables = [mat_variable(ff, "ff", order)]
-    if other:  # another variable first, with a short (small-format) or long name
-        variables.insert(0, mat_variable(ff[::-1], other, order))
-    write_mat(tmp_path / "t.mat", variables, order)
-    got = read_mat_uint8(tmp_path / "t.mat", "ff")
-    assert got.shape == (rows, cols) and got.dtype == np.uint8
-    np.testing.assert_array_equal(got, ff)
-
-
-def test_frey_reader_one_face_per_column(tmp_path):
-    ff = np.random.default_rng(0).integers(0, 256, (560, 3), dtype=np.uint8)
-    write_mat(tmp_path / "f.mat", [mat_variable(ff, "ff")])
-    faces = read_frey_mat(tmp_path / "f.mat")
-    assert faces.shape == (3, 28, 20)
-    for j in range(3):
-        np.testing.assert_array_equal(faces[j], ff[:, j].reshape(28, 20))
-    write_mat(tmp_path / "g.mat", [mat_variable(ff[:550], "ff")])
-    with pytest.raises(ValueError, match="g.mat.*560"):
-        read_frey_mat(tmp_path / "g.mat")
-
-
-def test_mat_rejects_bad_files(tmp_path):
-    ff = np.arange(24, dtype=np.uint8).reshape(6, 4)
-    good = tmp_path / "good.mat"
-    write_mat(good, [mat_variable(ff, "ff")])
-    raw = good.read_bytes()
-    cases = {
-        "garbage": np.random.default_rng(0).bytes(400),
-        "truncated": raw[:-9],
-        "endian": raw[:126] + b"XX" + raw[128:],
-        "compressed": raw[:128] + struct.pack("<II", 15, 16) + b"\0" * 16,
-    }
-    for name, content in cases.items():
-        (tmp_path / f"{name}.mat").write_bytes(content)
-    write_mat(tmp_path / "double.mat", [mat_variable(ff.astype(np.float64), "ff", data_type=9)])
-    write_mat(tmp_path / "cell.mat", [mat_variable(ff, "ff", mclass=1)])
-    write_mat(tmp_path / "noname.mat", [mat_variable(ff, "gg")])
-    expect = {"garbage": "header", "truncated": "past", "endian": "endian",
-              "compressed": "compressed", "double": "data type 9", "cell": "class 1",
-              "noname": "no variable named 'ff'"}
-    for name, message in expect.items():
-        with pytest.raises(ValueError, match=f"{name}.mat.*{message}"):
-            read_mat_uint8(tmp_path / f"{name}.mat", "ff")
-
-
-# ----------------------------------------------------------------------------- fetch
-
-
-class FakeResponse(io.BytesIO):
-    def __init__(self, payload, length=None):
-        super().__init__(payload)
-        self.headers = {"Content-Length": str(len(payload) if length is None else length)}
-
-
-@pytest.fixture
-def toy(monkeypatch):
-    """A fake data set 'toy' with one file and two mirrors served from memory."""
-    payload = b"toy data " * 5000
-    monkeypatch.setitem(data.SHA256, "toy", {"a.bin": hashlib.sha256(payload).hexdigest()})
-    monkeypatch.setitem(data.MIRRORS, "toy", ("http://one.invalid/", "http://two.invalid/"))
-    served, calls = {}, []
-
-    def fake_urlopen(url, timeout=None):
-        calls.append(url)
-        result = served[url]
-        if isinstance(result, BaseException):
-            raise result
-        return result() if callable(result) else FakeResponse(result)
-    monkeypatch.setattr(data, "_urlopen", fake_urlopen)
-    return payload, served, calls
-
-
-def test_fetch_downloads_and_checks(tmp_path, toy):
-    payload, served, calls = toy
-    served["http://one.invalid/a.bin"] = payload
-    path = fetch("toy", "a.bin", tmp_path)
-    assert path == tmp_path / "toy" / "a.bin" and path.read_bytes() == payload
-    assert os.listdir(tmp_path / "toy") == ["a.bin"]  # no temporary file left
-    assert fetch("toy", "a.bin", tmp_path) == path and len(calls) == 1  # no second download
-
-
-def test_fetch_falls_back_to_next_mirror(tmp_path, toy):
-    payload, served, calls = toy
-    served["http://one.invalid/a.bin"] = urllib.error.URLError("no route")
-    served["http://two.invalid/a.bin"] = payload
-    assert fetch("toy", "a.bin", tmp_path).read_bytes() == payload
-    assert calls == ["http://one.invalid/a.bin", "http://two.invalid/a.bin"]
-
-
-def test_fetch_tampered_or_truncated_leaves_nothing(tmp_path, toy):
-    payload, served, calls = toy
-    served["http://one.invalid/a.bin"] = payload[:-1] + b"!"
-    served["http://two.invalid/a.bin"] = lambda: FakeResponse(payload[:100], len(payload))
-    with pytest.raises(DataNotFoundError) as info:
-        fetch("toy", "a.bin", tmp_path)
-    message = str(info.value)
-    assert "http://one.invalid/a.bin" in message and "SHA-256 mismatch" in message
-    assert "http://two.invalid/a.bin" in message and "truncated" in message
-    assert str(tmp_path / "toy") in message and data.DATA_ENV in message
-    assert os.listdir(tmp_path / "toy") == []
-    assert isinstance(info.value, FileNotFoundError)
-
-
-def test_fetch_interrupted_removes_temporary(tmp_path, toy):
-    _, served, _ = toy
-
-    class Interrupted(FakeResponse):
-        def read(self, n=-1):
-            raise KeyboardInterrupt
-    served["http://one.invalid/a.bin"] = lambda: Interrupted(b"x")
-    with pytest.raises(KeyboardInterrupt):
-        fetch("toy", "a.bin", tmp_path)
-    assert os.listdir(tmp_path / "toy") == []
-
-
-def test_fetch_refuses_existing_wrong_file(tmp_path, toy):
-    payload, _, calls = toy
-    (tmp_path / "toy").mkdir()
-    (tmp_path / "toy" / "a.bin").write_bytes(b"something else")
-    with pytest.raises(ValueError) as info:
-        fetch("toy", "a.bin", tmp_path)
-    message = str(info.value)
-    assert "a.bin" in message and "Delete" in message
-    assert data.SHA256["toy"]["a.bin"] in message
-    assert hashlib.sha256(b"something else").hexdigest() in message
-    assert calls == []
-
-
-def test_fetch_without_download_explains(tmp_path, toy):
-    _, _, calls = toy
-    with pytest.raises(DataNotFoundError, match="download=False") as info:
-        fetch("toy", "a.bin", tmp_path, download=False)
-    assert "a.bin" in str(info.value) and data.DATA_ENV in str(info.value) and calls == []
-    with pytest.raises(ValueError, match="filename.*'b.bin'"):
-        fetch("toy", "b.bin", tmp_path)
-    with pytest.raises(ValueError, match="dataset.*mnist.*'nope'"):
-        fetch("nope", "a.bin", tmp_path)
-
-
-def test_data_dir_precedence(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.DATA_ENV, str(tmp_path / "env"))
-    assert data.data_dir(tmp_path / "arg") == tmp_path / "arg"
-    assert data.data_dir() == tmp_path / "env"
-    monkeypatch.delenv(data.DATA_ENV)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert data.data_dir() == tmp_path / "xdg" / "numpy_vae"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert data.data_dir() == tmp_path / "home" / ".cache" / "numpy_vae"
-
-
-# ----------------------------------------------------------------------------- loaders
-
-
-def test_loaders_on_fake_files(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    sums = {}
-    for split, n in (("train", 7), ("test", 3)):
-        image_file, label_file = data.IDX_FILES[split]
-        write_idx(tmp_path / image_file, rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(tmp_path / label_file, rng.integers(0, 10, n, dtype=np.uint8))
-    write_mat(tmp_path / data.FREY_FILE,
-              [mat_variable(rng.integers(0, 256, (560, 1965), dtype=np.uint8), "ff")])
-    for name in ("mnist", "frey-face"):
-        (tmp_path / name).mkdir()
-        for f in data.SHA256[name]:
-            os.replace(tmp_path / f, tmp_path / name / f)
-            sums[f] = hashlib.sha256((tmp_path / name / f).read_bytes()).hexdigest()
-        monkeypatch.setitem(data.SHA256, name, {f: sums[f] for f in data.SHA256[name]})
-    train = load_dataset("mnist", "train", tmp_path, download=False)
-    assert isinstance(train, Dataset) and train.name == "mnist" and len(train) == 7
-    assert train.labels.dtype == np.int64 and train.factors is None
-    assert train.image_shape == (28, 28) and train.data_dim == 784
-    assert len(load_dataset("mnist", "test", tmp_path, download=False)) == 3
-    parts = [load_dataset("frey-face", s, tmp_path, download=False).images
-             for s in ("train", "test")]
-    everything = data.load_frey_face("all", tmp_path, download=False).images
-    assert [len(p) for p in parts] == [1765, 200] and everything.shape == (1965, 28, 20)
-    train_idx, test_idx = data.frey_split_indices()
-    np.testing.assert_array_equal(parts[1], everything[test_idx])
-    np.testing.assert_array_equal(parts[0], everything[train_idx])
-
-
-def test_frey_split_is_fixed():
-    train_idx, test_idx = data.frey_split_indices()
-    assert len(train_idx) == 1765 and len(test_idx) == 200
-    assert np.array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(1965))
-    assert test_idx[:8].tolist() == [20, 44, 50, 54, 85, 98, 120, 123]  # stable across versions
+# ----------------------------------------------------------------------------- Dataset
 
 
 def test_load_dataset_rejects_unknown():
@@ -311,57 +79,27 @@ def test_load_dataset_rejects_unknown():
         load_dataset("cifar")
     with pytest.raises(ValueError, match=r"split must be one of .*'test'.*got 'valid'"):
         load_dataset("shapes", "valid")
-    with pytest.raises(ValueError, match="images"):
+
+
+def test_dataset_checks_its_arrays():
+    with pytest.raises(TypeError, match="images must be a uint8 np.ndarray, got float64"):
         Dataset(np.zeros((2, 3, 3)), None, None, (), "x")
+    images = np.zeros((2, 3, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"images must have shape \(N, H, W\), got \(2, 9\)"):
+        Dataset(images.reshape(2, 9), None, None, (), "x")
+    with pytest.raises(ValueError, match=r"labels must be .*\(2,\), got int64 .*\(3,\)"):
+        Dataset(images, np.zeros(3, np.int64), None, (), "x")
+    with pytest.raises(ValueError, match=r"factors must have shape \(2, 1\) for \('a',\)"):
+        Dataset(images, None, None, ("a",), "x")
 
 
-# ----------------------------------------------------------------------------- shapes
-
-
-def test_shapes_deterministic_and_seeded():
-    a, b, c = make_shapes(300, seed=5), make_shapes(300, seed=5), make_shapes(300, seed=6)
-    np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.factors, b.factors)
-    assert not np.array_equal(a.images, c.images)
-
-
-@settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 60), seed=st.integers(0, 2**32), size=st.integers(8, 40))
-def test_shapes_values_ranges_and_border(n, seed, size):
-    ds = make_shapes(n, seed=seed, size=size)
-    assert ds.images.shape == (n, size, size) and ds.images.dtype == np.uint8
-    assert set(np.unique(ds.images)) <= {0, 255}
-    assert ds.factor_names == ("scale", "rotation", "x", "y") and ds.factors.shape == (n, 4)
-    scale, rotation, x, y = ds.factors.T
-    period = 2 * np.pi / np.asarray(data.SHAPE_SYMMETRY)[ds.labels]
-    assert np.all((0.5 <= scale) & (scale <= 1)) and np.all((0 <= rotation) & (rotation < period))
-    assert np.all((0 <= x) & (x <= 1) & (0 <= y) & (y <= 1))
-    border = np.concatenate([ds.images[:, 0], ds.images[:, -1],
-                             ds.images[:, :, 0], ds.images[:, :, -1]], axis=1)
-    assert not border.any()  # a one-pixel empty border: shapes are never cut
-
-
-def test_shapes_ink_follows_factors():
-    ds = make_shapes(2000, seed=1)
-    ink = (ds.images > 0).sum(axis=(1, 2))
-    assert set(ds.labels.tolist()) == set(range(len(data.SHAPE_KINDS))) and ink.min() > 10
-    scale, rotation, x, y = ds.factors.T
-    for k in range(len(data.SHAPE_KINDS)):  # area grows as scale squared
-        m = ds.labels == k
-        assert np.corrcoef(scale[m] ** 2, ink[m])[0, 1] > 0.95
-    rows, cols = np.mgrid[0:28, 0:28] + 0.5
-    w = ds.images / 255.0
-    cy, cx = (w * rows).sum((1, 2)) / ink, (w * cols).sum((1, 2)) / ink
-    r = scale * data._R_MAX * 28
-    central = ds.labels != data.SHAPE_KINDS.index("L")  # centroid = centre by symmetry
-    np.testing.assert_allclose(cx[central], (1 + r + x * (26 - 2 * r))[central], atol=0.6)
-    np.testing.assert_allclose(cy[central], (1 + r + y * (26 - 2 * r))[central], atol=0.6)
-    e = (ds.labels == data.SHAPE_KINDS.index("ellipse")) & (scale > 0.7)
-    dx, dy = cols - cx[:, None, None], cy[:, None, None] - rows  # y up
-    cxx, cyy, cxy = ((w * d).sum((1, 2)) for d in (dx * dx, dy * dy, dx * dy))
-    angle = 0.5 * np.arctan2(2 * cxy, cxx - cyy) % np.pi  # major axis, counter-clockwise
-    error = np.angle(np.exp(2j * (angle[e] - rotation[e]))) / 2
-    assert np.abs(error).max() < 0.1
+def test_make_shapes_wraps_draw_shapes():
+    ds = make_shapes(50, seed=3, size=12)
+    images, kinds, factors = shapes.draw_shapes(50, seed=3, size=12)
+    assert ds.name == "shapes" and ds.factor_names == shapes.SHAPE_FACTORS
+    np.testing.assert_array_equal(ds.images, images)
+    np.testing.assert_array_equal(ds.labels, kinds)
+    np.testing.assert_array_equal(ds.factors, factors)
 
 
 def test_load_dataset_shapes_splits():
@@ -369,6 +107,26 @@ def test_load_dataset_shapes_splits():
     assert train.images.shape == (20000, 28, 28) and test.images.shape == (5000, 28, 28)
     assert train.name == "shapes" and train.labels.dtype == np.int64
     assert not np.array_equal(train.images[:5000], test.images)
+
+
+def test_subset():
+    ds = make_shapes(10, seed=0)
+    idx = np.array([7, 2, 2])
+    part = ds.subset(idx)
+    assert isinstance(part, Dataset) and len(part) == 3 and part.name == ds.name
+    np.testing.assert_array_equal(part.images, ds.images[idx])
+    np.testing.assert_array_equal(part.labels, ds.labels[idx])
+    np.testing.assert_array_equal(part.factors, ds.factors[idx])
+    assert part.factor_names == ds.factor_names
+    mask = ds.labels == ds.labels[0]
+    np.testing.assert_array_equal(ds.subset(mask).images, ds.images[mask])
+    assert len(ds.subset([])) == 0
+    bare = Dataset(ds.images, None, None, (), "bare").subset([1])
+    assert bare.labels is None and bare.factors is None and len(bare) == 1
+    with pytest.raises(ValueError, match="idx must be a 1-D array .* got int64 array of shape"):
+        ds.subset(3)
+    with pytest.raises(ValueError, match="idx must be a 1-D array .* got float64"):
+        ds.subset(np.array([0.5]))
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -382,8 +140,10 @@ def test_to_unit_interval():
     assert to_unit_interval(images, np.float64).dtype == np.float64
     with pytest.raises(TypeError, match="images.*uint8"):
         to_unit_interval(x)
-    with pytest.raises(TypeError, match="dtype"):
+    with pytest.raises(TypeError, match="dtype must be a floating dtype.*int32"):
         to_unit_interval(images, np.int32)
+    with pytest.raises(ValueError, match=r"images must have shape .*, got \(4,\)"):
+        to_unit_interval(images.ravel())
 
 
 def test_binarize_threshold():
@@ -427,7 +187,7 @@ def test_standardize_round_trip():
     np.testing.assert_allclose(zt * std + mean, test, atol=1e-6)
     with pytest.raises(ValueError, match="mean and std"):
         standardize(test, mean=mean)
-    with pytest.raises(ValueError, match=r"mean must be of shape \(6,\)"):
+    with pytest.raises(ValueError, match=r"mean must have shape \(6\), got \(3,\)"):
         standardize(test, mean[:3], std[:3])
 
 
@@ -444,7 +204,7 @@ def test_train_validation_split_errors():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="n_validation must be < n = 5, got 5"):
         train_validation_split(5, 5, rng)
-    with pytest.raises(TypeError, match="n must be an int, got 5.0"):
+    with pytest.raises(TypeError, match="n must be a positive integer, got 5.0"):
         train_validation_split(5.0, 1, rng)
 
 
@@ -464,51 +224,93 @@ def test_minibatches_cover_each_index_once(n, batch_size, shuffle):
 def test_minibatches_shuffle_and_errors():
     first = np.concatenate(list(minibatches(100, 32, np.random.default_rng(0))))
     assert not np.array_equal(first, np.arange(100))
-    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
         minibatches(10, 0)  # raised at the call, not at the first batch
     with pytest.raises(TypeError, match="rng"):
         minibatches(10, 2, rng=np.random.RandomState(0))
 
 
-# ----------------------------------------------------------------------------- real data
-
-IDX_DECODED_SHA256 = {  # SHA-256 of the gunzipped files (shared/data/README.md)
-    ("mnist", "train"): ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                         "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    ("mnist", "test"): ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
-    ("fashion-mnist", "train"): (
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
-    ("fashion-mnist", "test"): (
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
-}
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_preprocessing_refuses_nan(bad):
+    x = np.array([[0.2, bad, 0.9]], np.float32)  # a NaN used to become 0 (or 1) silently
+    rng = np.random.default_rng(0)
+    for call in (lambda: binarize_threshold(x), lambda: binarize_dynamic(x, rng),
+                 lambda: standardize(x), lambda: standardize(np.ones((2, 3)), x[0], x[0])):
+        with pytest.raises(ValueError, match=r"(x|mean) must contain only finite values") as e:
+            call()
+        assert isinstance(e.value, NumpyVAEError)
 
 
-@pytest.mark.parametrize("name, split", list(IDX_DECODED_SHA256))
-def test_real_idx_data(name, split, require_data):
-    ds = require_data(name, split)
-    n = 60000 if split == "train" else 10000
-    assert ds.images.shape == (n, 28, 28) and ds.images.dtype == np.uint8
-    assert ds.labels.shape == (n,) and ds.labels.dtype == np.int64
-    assert set(np.unique(ds.labels)) == set(range(10)) and ds.images.max() == 255
-    # the decoded arrays are byte for byte the published uncompressed files
-    images = struct.pack(">IIII", 0x0803, n, 28, 28) + ds.images.tobytes()
-    labels = struct.pack(">II", 0x0801, n) + ds.labels.astype(np.uint8).tobytes()
-    expected = IDX_DECODED_SHA256[name, split]
-    assert (hashlib.sha256(images).hexdigest(), hashlib.sha256(labels).hexdigest()) == expected
-    if (name, split) == ("mnist", "train"):
-        assert ds.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+def test_preprocessing_errors_name_the_argument():
+    x = np.full((2, 3), 0.5)
+    with pytest.raises(TypeError, match="x must be a floating-point array .*to_unit_interval"):
+        binarize_dynamic(np.zeros((2, 3), np.uint8), np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"threshold must be in \[0, 1\], got 1.5"):
+        binarize_threshold(x, 1.5)
+    with pytest.raises(ValueError, match="threshold must be a finite number >= 0, got -0.1"):
+        binarize_threshold(x, -0.1)
+    with pytest.raises(ValueError, match="std must be positive everywhere"):
+        standardize(x, np.zeros(3), np.zeros(3))
+    with pytest.raises(ValueError, match="n_validation must be an integer >= 0, got -1"):
+        train_validation_split(5, -1, np.random.default_rng(0))
 
 
-def test_real_frey_face(require_data):
-    train = require_data("frey-face", "train")
-    path = fetch("frey-face", data.FREY_FILE, download=False)  # checks the SHA-256
-    faces = data.load_frey_face("all", download=False).images
-    assert faces.shape == (1965, 28, 20) and faces.dtype == np.uint8
-    assert (faces.min(), faces.max()) == (8, 238)
-    # independent reading: the last 1,100,400 bytes are the column-major (560, 1965) data
-    raw = np.frombuffer(path.read_bytes()[-560 * 1965:], np.uint8)
-    np.testing.assert_array_equal(faces, raw.reshape(1965, 28, 20))
-    assert len(train) == 1765 and len(require_data("frey-face", "test")) == 200
+# ----------------------------------------------------------------------------- Preprocessor
+
+
+def test_preprocessor_kinds_match_the_functions():
+    images = make_shapes(40, seed=2).images
+    grey = to_unit_interval(images, np.float64)
+    np.testing.assert_array_equal(Preprocessor("grey", "float64")(images), grey)
+    np.testing.assert_array_equal(Preprocessor("threshold", np.float32)(images),
+                                  binarize_threshold(grey.astype(np.float32)))
+    x = Preprocessor("dynamic", "float32")(images, np.random.default_rng(4))
+    assert x.dtype == np.float32 and x.shape == (40, 784)
+    np.testing.assert_array_equal(  # the rng's draws, and only them
+        x, binarize_dynamic(grey.astype(np.float32), np.random.default_rng(4)))
+    assert data.PREPROCESSING == ("grey", "threshold", "dynamic", "standardize")
+
+
+def test_preprocessor_dynamic_uses_the_rng():
+    images = np.full((200, 4, 4), 128, np.uint8)  # p = 0.502 everywhere
+    pre, rng = Preprocessor("dynamic", "float64"), np.random.default_rng(0)
+    a, b = pre(images, rng), pre(images, rng)
+    assert not np.array_equal(a, b)  # a fresh draw per call
+    np.testing.assert_array_equal(a, pre(images, np.random.default_rng(0)))  # same seed, same
+    assert abs(a.mean() - 128 / 255) < 0.05
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        pre(images)
+
+
+def test_preprocessor_standardize_uses_training_statistics():
+    train, test = make_shapes(300, seed=0).images, make_shapes(50, seed=1).images
+    pre = Preprocessor("standardize", "float32", train)
+    _, mean, std = standardize(to_unit_interval(train, np.float64))
+    np.testing.assert_allclose(pre.mean, mean, rtol=1e-6)
+    np.testing.assert_allclose(pre.std, std, rtol=1e-6)
+    z = pre(test)  # the test set is scaled by the training set's mean and std
+    assert z.dtype == np.float32 and z.shape == (50, 784)
+    np.testing.assert_allclose(z, (to_unit_interval(test, np.float64) - mean) / std,
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(pre.to_images(z), to_unit_interval(test), atol=1e-5)
+    with pytest.raises(ValueError, match="train_images must be .* for kind 'standardize'"):
+        Preprocessor("standardize", "float32")
+
+
+def test_preprocessor_to_images_round_trip():
+    images = make_shapes(20, seed=3).images
+    for kind in ("grey", "threshold"):
+        pre = Preprocessor(kind, "float64")
+        x = pre(images)
+        np.testing.assert_array_equal(pre.to_images(x), x)  # already in [0, 1]
+    pre = Preprocessor("grey", "float64")
+    np.testing.assert_array_equal(pre.to_images(np.array([[-0.5, 0.25, 1.5]])), [[0, 0.25, 1]])
+
+
+def test_preprocessor_checks_its_arguments():
+    with pytest.raises(ValueError, match=r"kind must be one of .*'dynamic'.*got 'binary'"):
+        Preprocessor("binary", "float32")
+    with pytest.raises(TypeError, match="dtype must be a floating dtype.*'int8'"):
+        Preprocessor("grey", "int8")
+    with pytest.raises(TypeError, match="dtype must be a floating dtype.*'nonsense'"):
+        Preprocessor("grey", "nonsense")
