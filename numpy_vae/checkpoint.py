@@ -23,13 +23,14 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .errors import NumpyVAEError
 from .optim import Adam
 from .vae import VAE
 
-FORMAT = 1
+FORMAT = 2  # 2: "epoch" counts finished epochs, as the history does (1: the last epoch's index)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NumpyVAEError, ValueError):
     """A checkpoint file is missing, damaged, or does not match what was asked for."""
 
 
@@ -61,7 +62,7 @@ def save_checkpoint(path, model, optimizer, meta):
     """Write model parameters, Adam state and ``meta`` (a JSON-able dict) to ``path``."""
     state = optimizer.state_dict()
     full_meta = {
-        **meta, "format": FORMAT, "version": __version__, "model_config": model.config,
+        **meta, "format": FORMAT, "version": __version__, "model_config": model.config.to_dict(),
         "optimizer": {"lr": state["lr"], "betas": list(state["betas"]), "eps": state["eps"],
                       "t": state["t"]},
     }
@@ -91,14 +92,14 @@ def load_checkpoint(path):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"checkpoint {path} is damaged or not a numpy_vae checkpoint "
                               f"({type(e).__name__}: {e})") from e
+    if meta.get("format") == 1 and "epoch" in meta:  # format 1 counted from 0
+        meta = {**meta, "format": FORMAT, "epoch": meta["epoch"] + 1}
     if meta.get("format") != FORMAT or meta.get("version") != __version__:
         raise CheckpointError(
             f"checkpoint {path} was written by numpy_vae {meta.get('version')} "
             f"(format {meta.get('format')}); this is numpy_vae {__version__} (format {FORMAT})")
     try:
-        cfg = meta["model_config"]
-        model = VAE(**{**cfg, "hidden_dims": tuple(cfg["hidden_dims"]), "dtype": cfg["dtype"]},
-                    rng=np.random.default_rng(0))
+        model = VAE.from_config(meta["model_config"], rng=np.random.default_rng(0))
         opt_meta = meta["optimizer"]
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e

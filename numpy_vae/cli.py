@@ -15,12 +15,11 @@ import numpy as np
 
 from . import __version__, plots
 from . import data as datasets
-from .checkpoint import CheckpointError, load_checkpoint, write_json
+from .checkpoint import load_checkpoint, write_json
+from .errors import InvalidValueError, NumpyVAEError
 from .layers import INITS
 from .presets import PRESETS
 from .train import (
-    PREPROCESSING,
-    Preprocessor,
     TrainConfig,
     TrainingDiverged,
     estimate_log_px,
@@ -28,9 +27,8 @@ from .train import (
     fit,
     fixed_inputs,
     load_run_data,
-    subset,
 )
-from .vae import DECODER_MEANS, LIKELIHOODS
+from .vae import DECODER_MEANS, DTYPES, HIDDEN_ACTIVATIONS, LIKELIHOODS
 
 
 def _positive_ints(text):
@@ -54,12 +52,12 @@ def build_parser():
     t.add_argument("--likelihood", choices=LIKELIHOODS)
     t.add_argument("--decoder-mean", choices=DECODER_MEANS,
                    help="Gaussian likelihoods: the decoder mean as is, or through a sigmoid")
-    t.add_argument("--preprocess", choices=PREPROCESSING,
+    t.add_argument("--preprocess", choices=datasets.PREPROCESSING,
                    help="grey levels, fixed-threshold or dynamic binarization, standardize")
     t.add_argument("--hidden", dest="hidden_dims", type=_positive_ints,
                    help="hidden widths, comma-separated, e.g. 400 or 200,200")
     t.add_argument("--latent", dest="latent_dim", type=int)
-    t.add_argument("--activation", choices=["relu", "leaky_relu", "tanh", "sigmoid", "softplus"])
+    t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS)
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--lr", type=float)
@@ -68,7 +66,7 @@ def build_parser():
     t.add_argument("--warmup", dest="warmup_epochs", type=int,
                    help="epochs of linear KL warm-up from 0 to beta")
     t.add_argument("--max-train", type=int, help="use only this many training images")
-    t.add_argument("--dtype", choices=["float32", "float64"])
+    t.add_argument("--dtype", choices=DTYPES)
     t.add_argument("--init", choices=INITS, help="weight initialisation (uniform: PyTorch's)")
     t.add_argument("--seed", type=int)
     t.add_argument("--log-px-every", type=int, help="every N epochs, estimate log p(x) of "
@@ -116,7 +114,7 @@ def _load_run(run):
 def cmd_train(args):
     if args.resume:
         if args.out is None:
-            raise ValueError("--resume needs --out RUN_FOLDER, the run to continue")
+            raise InvalidValueError("--resume needs --out RUN_FOLDER, the run to continue")
         saved = load_checkpoint(args.out / "checkpoint.npz")[2]["train_config"]
         config = config_from_args(args, saved)
     else:
@@ -130,7 +128,7 @@ def cmd_train(args):
         print(f"final validation ELBO {history[-1]['val_elbo']:.3f} nats")
     if not args.no_pictures:
         _, _, test, pre = data
-        show = subset(test, np.arange(min(len(test), 5000)))
+        show = test.subset(np.arange(min(len(test), 5000)))
         x = fixed_inputs(pre, show.images, config.seed)
         paths = plots.run_pictures(model, pre.to_images, x, show, history, out,
                                    np.random.default_rng(config.seed))
@@ -151,7 +149,7 @@ def cmd_evaluate(args):
     k = args.num_samples
     ll = estimate_log_px(model, x, k, rng, progress=not args.quiet)
     D = model.data_dim
-    result = {"epoch": meta["epoch"] + 1, "examples": len(x), "num_samples": k,
+    result = {"epoch": meta["epoch"], "examples": len(x), "num_samples": k,
               "test_elbo": elbo["elbo"], "test_reconstruction": elbo["reconstruction"],
               "test_kl": elbo["kl"], "test_log_likelihood": ll,
               "bits_per_dim": -ll / (D * np.log(2))}
@@ -169,11 +167,12 @@ def cmd_evaluate(args):
 def cmd_sample(args):
     model, config, _ = _load_run(args.run)
     if args.n <= 0:
-        raise ValueError(f"-n must be a positive integer, got {args.n}")
-    shape = {"frey-face": (28, 20)}.get(config.dataset, (28, 28))
-    pre = Preprocessor(config, None)
+        raise InvalidValueError(f"-n must be a positive integer, got {args.n}")
+    shape = datasets.IMAGE_SHAPES[config.dataset]
     if config.preprocess == "standardize":  # needs the training set's statistics
         pre = load_run_data(config, args.data_dir, download=False)[3]
+    else:
+        pre = datasets.Preprocessor(config.preprocess, config.dtype)
     samples = pre.to_images(model.sample(args.n, np.random.default_rng(args.seed)))
     out = args.out or args.run / f"samples-seed{args.seed}.png"
     ncols = int(np.ceil(np.sqrt(args.n)))
@@ -191,8 +190,8 @@ def main(argv=None):
     except TrainingDiverged as e:
         print(f"numpy-vae: training diverged: {e}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, CheckpointError, FileExistsError,
-            datasets.DataNotFoundError) as e:
+    except NumpyVAEError as e:  # what the user asked for is wrong; anything else is a bug
+
         print(f"numpy-vae {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""The two terms of the VAE lower bound, each a forward/backward pair.
+"""The two terms of the VAE lower bound, each a forward/backward pair, and the decoder heads.
 
 Lecture sections "ELBO / Minimize the first term KL[q(z|x) || P(z)]" and
 "Maximize the second term int q(z|x) log P(x|z) dz".
@@ -10,12 +10,15 @@ its last axis** (pixels D or latents Z) and returned **per example**, shape
 
 The posterior is always ``mu, logvar``: ``logvar`` is a log-*variance*, and the
 standard deviation ``exp(logvar / 2)`` is computed only in ``std_from_logvar``.
+
+These functions check only the shapes of their arguments (one line each);
+dtypes and finite values are checked once, by the model's public methods.
 """
 
 import numpy as np
 
-from ._checks import check_array, check_positive_float, check_same_shape
-from .layers import sigmoid, softplus
+from ._checks import check_alike, check_positive_float
+from .layers import sigmoid, sigmoid_backward, sigmoid_forward, softplus
 
 LOG_2PI = float(np.log(2 * np.pi))
 
@@ -37,9 +40,7 @@ def reparameterize(mu, logvar, eps):
 
     Shapes: mu, logvar, eps (B, Z) -> z (B, Z).
     """
-    for name, a in (("mu", mu), ("logvar", logvar), ("eps", eps)):
-        check_array(name, a, ndim=2, finite=False)
-    check_same_shape("mu, logvar, eps", mu, logvar, eps)
+    check_alike("mu, logvar, eps", mu, logvar, eps)
     std = std_from_logvar(logvar)  # (B, Z)
     z = mu + std * eps  # (B, Z)
     return z, (std, eps)
@@ -58,20 +59,30 @@ def reparameterize_backward(dz, cache):
 # KL(q(z|x) || P(z)) for a diagonal Gaussian q and P(z) = N(0, I)
 
 
+def kl_standard_normal_per_dim(mu, logvar):
+    """``KL(N(mu_j, exp(v_j)) || N(0, 1))`` for every latent dimension j separately.
+
+    ``1/2 (exp(v_j) - (1 + v_j) + mu_j^2)`` with ``v = logvar``; ``exp(v) - 1`` is
+    computed as ``expm1(v)``, exact near ``v = 0``. The sum over j is the KL of
+    the whole diagonal Gaussian (``kl_standard_normal``); the terms alone show
+    which dimensions the model uses (posterior collapse).
+
+    Shapes: mu, logvar (B, Z) -> (B, Z).
+    """
+    check_alike("mu, logvar", mu, logvar)
+    return 0.5 * (np.expm1(logvar) - logvar + mu * mu)
+
+
 def kl_standard_normal(mu, logvar):
     """Closed-form ``KL(N(mu, diag(exp(logvar))) || N(0, I))`` per example.
 
-    ``KL = 1/2 sum_j (exp(v_j) - (1 + v_j) + mu_j^2)`` with ``v = logvar``;
-    ``exp(v) - 1`` is computed as ``expm1(v)``, exact near ``v = 0``.
+    ``KL = 1/2 sum_j (exp(v_j) - (1 + v_j) + mu_j^2)``, the sum over j of
+    ``kl_standard_normal_per_dim``.
 
     Shapes: mu, logvar (B, Z) -> kl (B,).
     """
-    check_array("mu", mu, ndim=2, finite=False)
-    check_array("logvar", logvar, ndim=2, finite=False)
-    check_same_shape("mu, logvar", mu, logvar)
-    expm1_v = np.expm1(logvar)  # (B, Z)
-    kl = 0.5 * (expm1_v - logvar + mu * mu).sum(axis=1)  # (B,)
-    return kl, (mu, expm1_v)
+    kl = kl_standard_normal_per_dim(mu, logvar).sum(axis=1)  # (B,)
+    return kl, (mu, logvar)
 
 
 def kl_standard_normal_backward(dkl, cache):
@@ -79,9 +90,9 @@ def kl_standard_normal_backward(dkl, cache):
 
     Shapes: dkl (B,) -> dmu (B, Z), dlogvar (B, Z).
     """
-    mu, expm1_v = cache
-    d = dkl[:, None]
-    return d * mu, 0.5 * d * expm1_v
+    mu, logvar = cache
+    d = dkl[:, None]  # (B, 1)
+    return d * mu, 0.5 * d * np.expm1(logvar)
 
 
 # ---------------------------------------------------------------------------
@@ -91,46 +102,31 @@ def kl_standard_normal_backward(dkl, cache):
 def bernoulli_log_likelihood(x, logits):
     """``log Bern(x; sigmoid(l)) = sum_d [x_d l_d - softplus(l_d)]`` per example.
 
-    Stable for logits of any size without clipping: ``softplus(l) = max(l, 0)
-    + log(1 + e)`` with ``e = exp(-|l|) <= 1``; the same ``e`` gives the sigmoid
-    in the backward pass, so one exponential serves both. For ``x`` in [0, 1]
-    this is minus the binary cross-entropy.
-
-    ``log(1 + e)`` rather than ``log1p(e)``: as ``e <= 1`` its absolute error is
-    below one unit in the last place of 1 (the terms are summed, so only
-    absolute error matters), and on CPUs without AVX-512 NumPy's log1p runs a
-    scalar loop, 5-10x slower than log: it was the costliest line of a
-    training step. ``x l - max(l, 0)`` is written ``l (x - [l > 0])``.
+    For ``x`` in [0, 1] this is minus the binary cross-entropy. Stable for
+    logits of any size: ``softplus(l) = max(l, 0) + log(1 + e)`` with
+    ``e = exp(-|l|)`` in (0, 1], and the backward pass reuses the same ``e``
+    for the sigmoid: one exponential serves both. (``log(1 + e)`` rather than
+    ``log1p(e)``: with e <= 1 it loses nothing that matters in a sum, and NumPy's
+    log1p is several times slower than log on CPUs without AVX-512.)
 
     Shapes: x, logits (B, D) -> logp (B,).
     """
-    check_array("x", x, ndim=2, finite=False)
-    check_array("logits", logits, ndim=2, finite=False)
-    check_same_shape("x, logits", x, logits)
-    e = np.abs(logits)  # (B, D), then exp(-|l|) in place
-    np.negative(e, out=e)
-    np.exp(e, out=e)
-    one_plus_e = e + 1  # (B, D)
-    terms = logits * (x - (logits > 0))  # x l - max(l, 0), (B, D)
-    terms -= np.log(one_plus_e)
-    logp = terms.sum(axis=1)  # (B,)
-    return logp, (x, logits, e, one_plus_e)
+    check_alike("x, logits", x, logits)
+    e = np.exp(-np.abs(logits))  # (B, D)
+    logp = (x * logits - np.maximum(logits, 0) - np.log(1 + e)).sum(axis=1)  # (B,)
+    return logp, (x, logits, e)
 
 
 def bernoulli_log_likelihood_backward(dlogp, cache):
     """``d logp / dl = x - sigmoid(l)``, times ``dlogp``.
 
-    ``sigmoid(l)`` is ``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for l < 0;
-    since ``e <= 1``, the numerator is ``max(e, [l >= 0])``.
+    ``sigmoid(l)`` is ``1 / (1 + e)`` for l >= 0 and ``e / (1 + e)`` for l < 0.
 
     Shapes: dlogp (B,) -> dlogits (B, D).
     """
-    x, logits, e, one_plus_e = cache
-    p = np.maximum(e, logits >= 0)  # numerator: 1 where l >= 0, else e, (B, D)
-    p /= one_plus_e  # sigmoid(l)
-    dlogits = np.subtract(x, p, out=p)  # (B, D)
-    dlogits *= dlogp[:, None]
-    return dlogits
+    x, logits, e = cache
+    p = np.where(logits >= 0, 1, e) / (1 + e)  # sigmoid(l), (B, D)
+    return dlogp[:, None] * (x - p)
 
 
 # ---------------------------------------------------------------------------
@@ -145,9 +141,7 @@ def gaussian_log_likelihood(x, mean, logvar):
 
     Shapes: x, mean, logvar (B, D) -> logp (B,).
     """
-    for name, a in (("x", x), ("mean", mean), ("logvar", logvar)):
-        check_array(name, a, ndim=2, finite=False)
-    check_same_shape("x, mean, logvar", x, mean, logvar)
+    check_alike("x, mean, logvar", x, mean, logvar)
     inv_var = np.exp(-logvar)  # (B, D)
     diff = x - mean  # (B, D)
     sq = diff * diff * inv_var  # (B, D)
@@ -175,8 +169,8 @@ def bounded_logvar(raw, min_variance):
 
     Shapes: raw (B, D) -> logvar (B, D).
     """
-    check_array("raw", raw, ndim=2, finite=False)
-    min_variance = check_positive_float("min_variance", min_variance)
+    check_alike("raw", raw)
+    check_positive_float("min_variance", min_variance)
     var = min_variance + softplus(raw)  # (B, D)
     return np.log(var), (raw, var)
 
@@ -190,7 +184,6 @@ def bounded_logvar_backward(dlogvar, cache):
     return dlogvar * sigmoid(raw) / var
 
 
-
 # ---------------------------------------------------------------------------
 # log P(x|z): Gaussian with a fixed variance
 
@@ -200,10 +193,8 @@ def gaussian_fixed_log_likelihood(x, mean, variance):
 
     Shapes: x, mean (B, D) -> logp (B,).
     """
-    check_array("x", x, ndim=2, finite=False)
-    check_array("mean", mean, ndim=2, finite=False)
-    check_same_shape("x, mean", x, mean)
-    variance = check_positive_float("variance", variance)
+    check_alike("x, mean", x, mean)
+    check_positive_float("variance", variance)
     diff = x - mean  # (B, D)
     D = x.shape[1]
     logp = -0.5 * (D * (LOG_2PI + np.log(variance)) + (diff * diff).sum(axis=1) / variance)
@@ -218,5 +209,103 @@ def gaussian_fixed_log_likelihood_backward(dlogp, cache):
 
 def standard_normal_log_density(z):
     """``log N(z; 0, I)`` per example, the prior P(z). Shapes: z (B, Z) -> (B,)."""
-    check_array("z", z, ndim=2, finite=False)
+    check_alike("z", z)
     return -0.5 * (LOG_2PI + z * z).sum(axis=1)
+
+
+# ---------------------------------------------------------------------------
+# Heads: the decoder's last layer h -> the parameters of P(x|z) -> log P(x|z).
+# One small object per likelihood, chosen once when the model is built, so the
+# model never asks which likelihood it has. Each has the same four methods:
+#   params(h)  what ``VAE.decode`` returns      mean(h)  the decoder mean (B, D)
+#   log_px(x, h) -> logp (B,), cache             log_px_backward(dlogp, cache) -> dh
+
+
+def _mean_forward(h, sigmoid_mean):
+    """The Gaussian mean: ``h`` as is, or ``sigmoid(h)`` for data in (0, 1)."""
+    return sigmoid_forward(h) if sigmoid_mean else (h, None)
+
+
+def _mean_backward(dmean, cache):
+    return dmean if cache is None else sigmoid_backward(dmean, cache)
+
+
+class BernoulliHead:
+    """P(x|z) = Bernoulli(sigmoid(h)): the decoder outputs one logit per pixel, h (B, D)."""
+
+    outputs_per_pixel = 1
+    needs_unit_interval = True  # x must lie in [0, 1]
+
+    def params(self, h):
+        return h  # the logits
+
+    def mean(self, h):
+        return sigmoid(h)  # pixel probabilities
+
+    def log_px(self, x, h):
+        return bernoulli_log_likelihood(x, h)
+
+    def log_px_backward(self, dlogp, cache):
+        return bernoulli_log_likelihood_backward(dlogp, cache)
+
+
+class GaussianHead:
+    """P(x|z) = N(m, diag(exp(s))), mean and variance learned: h (B, 2D) = [mean | raw].
+
+    The log-variance is ``bounded_logvar(raw, min_variance)`` (a floor); the
+    mean passes through a sigmoid if ``sigmoid_mean``.
+    """
+
+    outputs_per_pixel = 2
+    needs_unit_interval = False
+
+    def __init__(self, min_variance, sigmoid_mean=False):
+        self.min_variance, self.sigmoid_mean = min_variance, sigmoid_mean
+
+    def _forward(self, h):
+        D = h.shape[1] // 2
+        mean, mean_cache = _mean_forward(h[:, :D], self.sigmoid_mean)  # (B, D)
+        logvar, logvar_cache = bounded_logvar(h[:, D:], self.min_variance)  # (B, D)
+        return (mean, logvar), (mean_cache, logvar_cache)
+
+    def params(self, h):
+        return self._forward(h)[0]  # (mean, logvar)
+
+    def mean(self, h):
+        return self.params(h)[0]
+
+    def log_px(self, x, h):
+        (mean, logvar), head_cache = self._forward(h)
+        logp, cache = gaussian_log_likelihood(x, mean, logvar)  # (B,)
+        return logp, (head_cache, cache)
+
+    def log_px_backward(self, dlogp, cache):
+        (mean_cache, logvar_cache), cache = cache
+        dmean, dlogvar = gaussian_log_likelihood_backward(dlogp, cache)  # (B, D) each
+        dmean = _mean_backward(dmean, mean_cache)
+        draw = bounded_logvar_backward(dlogvar, logvar_cache)
+        return np.concatenate([dmean, draw], axis=1)  # (B, 2D)
+
+
+class GaussianFixedHead:
+    """P(x|z) = N(m, variance I) with a fixed ``variance``: h (B, D) is the mean."""
+
+    outputs_per_pixel = 1
+    needs_unit_interval = False
+
+    def __init__(self, variance, sigmoid_mean=False):
+        self.variance, self.sigmoid_mean = variance, sigmoid_mean
+
+    def params(self, h):
+        return _mean_forward(h, self.sigmoid_mean)[0]  # the mean
+
+    mean = params
+
+    def log_px(self, x, h):
+        mean, mean_cache = _mean_forward(h, self.sigmoid_mean)  # (B, D)
+        logp, cache = gaussian_fixed_log_likelihood(x, mean, self.variance)  # (B,)
+        return logp, (mean_cache, cache)
+
+    def log_px_backward(self, dlogp, cache):
+        mean_cache, cache = cache
+        return _mean_backward(gaussian_fixed_log_likelihood_backward(dlogp, cache), mean_cache)

@@ -8,6 +8,8 @@ roundoff), so checks run in float64, where h = 1e-5 keeps both near 1e-10.
 
 import numpy as np
 
+from .errors import InvalidTypeError, InvalidValueError
+
 
 def rel_error(a, b):
     """Relative error of two arrays: ``max |a - b| / max(max |a|, max |b|)``.
@@ -17,9 +19,28 @@ def rel_error(a, b):
     """
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
+        raise InvalidValueError(f"a and b must have the same shape, got {a.shape} and {b.shape}")
     scale = max(np.max(np.abs(a), initial=0.0), np.max(np.abs(b), initial=0.0))
     return 0.0 if scale == 0 else float(np.max(np.abs(a - b)) / scale)
+
+
+def cmp(name, mine, ref, tol=1e-8, atol=None):
+    """Compare ``mine`` with a reference and print one line: exact? approximate? how far?
+
+    (The ``cmp`` of Karpathy's makemore backprop notebook.) ``approx`` means
+    ``max |mine - ref| <= atol`` when ``atol`` is given (for Monte-Carlo checks),
+    else ``rel_error(mine, ref) <= tol``. Returns ``approx``, so a notebook can
+    ``assert cmp(...)``.
+    """
+    mine, ref = np.broadcast_arrays(np.asarray(mine, dtype=np.float64),
+                                    np.asarray(ref, dtype=np.float64))
+    exact = bool(np.array_equal(mine, ref))
+    maxdiff = float(np.max(np.abs(mine - ref)))
+    rel = rel_error(mine, ref)
+    approx = maxdiff <= atol if atol is not None else rel <= tol
+    print(f"{name:38s} | exact: {exact!s:5s} | approx: {approx!s:5s} "
+          f"| maxdiff: {maxdiff:.1e} | relerr: {rel:.1e}")
+    return approx
 
 
 def numerical_gradient(f, x, h=1e-5, indices=None):
@@ -32,11 +53,11 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
     Shapes: x any -> same as x.
     """
     if x.dtype != np.float64:
-        raise TypeError(f"x must be float64 for a gradient check, got {x.dtype}")
+        raise InvalidTypeError(f"x must be float64 for a gradient check, got {x.dtype}")
     grad = np.full(x.shape, np.nan) if indices is not None else np.empty(x.shape)
     flat_x, flat_g = x.reshape(-1), grad.reshape(-1)
     if not np.shares_memory(flat_x, x):
-        raise ValueError("x must be contiguous so that it can be perturbed in place")
+        raise InvalidValueError("x must be contiguous so that it can be perturbed in place")
     for i in range(x.size) if indices is None else indices:
         old = flat_x[i]
         flat_x[i] = old + h
@@ -57,6 +78,44 @@ def numerical_gradient_array(f, x, dout, h=1e-5):
     return numerical_gradient(lambda: float(np.sum(f(x) * dout)), x, h)
 
 
+def check_backward(f, inputs, grads, dout, rng, n_directions=3, h=1e-5):
+    """Check a backward pass along random directions, one input at a time.
+
+    ``f(**inputs)`` is the forward function (returning an array), ``grads[name]``
+    is what the backward pass returned for the upstream gradient ``dout`` (the
+    shape of ``f``'s output). For a random direction ``v`` of input ``name``,
+    the directional derivative of ``sum(f * dout)`` along ``v`` is computed by
+    central differences and compared with ``sum(grads[name] * v)``: a few
+    forward calls instead of two per entry, so it scales to big arrays
+    (autodidax's vector-Jacobian checks). Inputs must be float64.
+
+    Returns a dict: input name -> the worst relative error over the directions,
+    ``|analytic - numeric| / max(|analytic|, |numeric|)`` (0 when both are 0).
+    """
+    errors = {}
+    for name, g in grads.items():
+        x = inputs[name]
+        if x.dtype != np.float64:
+            raise InvalidTypeError(f"inputs[{name!r}] must be float64 for a gradient check, "
+                                   f"got {x.dtype}")
+        if g.shape != x.shape:
+            raise InvalidValueError(f"grads[{name!r}] must have the shape of the input, "
+                                    f"{x.shape}, got {g.shape}")
+        worst = 0.0
+        for _ in range(n_directions):
+            v = rng.standard_normal(x.shape)
+
+            def along(t, name=name, x=x, v=v):
+                return float(np.sum(f(**{**inputs, name: x + t * v}) * dout))
+
+            numeric = (along(h) - along(-h)) / (2 * h)
+            analytic = float(np.sum(g * v))
+            scale = max(abs(numeric), abs(analytic))
+            worst = max(worst, 0.0 if scale == 0 else abs(analytic - numeric) / scale)
+        errors[name] = worst
+    return errors
+
+
 def check_model_gradients(model, x, eps, beta=1.0, h=1e-5, max_entries=None, rng=None):
     """Compare ``model.loss_and_grads`` with central differences, tensor by tensor.
 
@@ -67,8 +126,8 @@ def check_model_gradients(model, x, eps, beta=1.0, h=1e-5, max_entries=None, rng
     correct backward every value is around 1e-9 in float64.
     """
     if model.dtype != np.float64:
-        raise TypeError(f"the model must be float64 for a gradient check, got {model.dtype}")
-    _, grads = model.loss_and_grads(x, eps=eps, beta=beta)
+        raise InvalidTypeError(f"the model must be float64 for a gradient check, got {model.dtype}")
+    _, grads, _ = model.loss_and_grads(x, eps=eps, beta=beta)
     grads = {k: g.copy() for k, g in grads.items()}
 
     def loss():

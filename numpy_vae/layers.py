@@ -12,7 +12,8 @@ thing handed from forward to backward, and backward never changes a parameter.
 
 import numpy as np
 
-from ._checks import check_array, check_choice, check_positive_int, check_rng
+from ._checks import check_choice, check_positive_int, check_rng, check_width
+from .errors import InvalidValueError
 
 # ---------------------------------------------------------------------------
 # Dense (affine) layer
@@ -23,26 +24,23 @@ def affine_forward(x, W, b):
 
     Shapes: x (B, I), W (I, O), b (O,) -> out (B, O).
     """
-    out = x @ W  # (B, O)
-    out += b  # in place: one (B, O) array instead of two
+    out = x @ W + b  # (B, O)
     return out, (x, W)
 
 
-def affine_backward(dout, cache, need_dx=True, out=None):
+def affine_backward(dout, cache, need_dx=True):
     """Gradients of the affine map: ``dx = dout W^T``, ``dW = x^T dout``, ``db = sum_B dout``.
 
-    ``need_dx=False`` skips ``dx`` (returned as None): the first layer of a
-    network has no upstream layer, and its ``dx`` would be a whole matrix
-    product thrown away. ``out=(dW, db)`` writes the parameter gradients into
-    those arrays (e.g. views of one flat gradient buffer) instead of new ones.
+    ``need_dx=False`` skips ``dx`` (returned as None). The first layer of the
+    encoder reads the data, which has no upstream layer to pass ``dx`` to:
+    computing it would be the step's largest matrix product, thrown away.
 
     Shapes: dout (B, O) -> dx (B, I), dW (I, O), db (O,).
     """
     x, W = cache
-    dW_out, db_out = (None, None) if out is None else out
     dx = dout @ W.T if need_dx else None  # (B, I)
-    dW = np.matmul(x.T, dout, out=dW_out)  # (I, O)
-    db = np.sum(dout, axis=0, out=db_out)  # (O,)
+    dW = x.T @ dout  # (I, O)
+    db = dout.sum(axis=0)  # (O,)
     return dx, dW, db
 
 
@@ -192,7 +190,8 @@ class MLP:
                  dtype=np.float64):
         self.sizes = tuple(check_positive_int(f"sizes[{i}]", s) for i, s in enumerate(sizes))
         if len(self.sizes) < 2:
-            raise ValueError(f"sizes must hold at least an input and an output size, got {sizes}")
+            raise InvalidValueError(
+                f"sizes must hold at least an input and an output size, got {sizes}")
         self.activation = check_choice("activation", activation, ACTIVATIONS)
         self.prefix = prefix
         self.params = {} if params is None else params
@@ -220,14 +219,9 @@ class MLP:
             params[w_name], params[b_name] = W, b
         return params
 
-    def forward(self, x, check=True):
-        """Run the stack, keeping every cache for ``backward``. Shapes: (B, I) -> (B, O).
-
-        ``check=False`` skips the input check, for a caller that has just
-        validated ``x`` itself (the VAE), so a batch is not scanned twice.
-        """
-        if check:
-            check_array("x", x, shape=(None, self.sizes[0]))
+    def forward(self, x):
+        """Run the stack, keeping every cache for ``backward``. Shapes: (B, I) -> (B, O)."""
+        check_width("x", x, self.sizes[0])
         act_forward = ACTIVATIONS[self.activation][0]
         caches = []
         h = x
@@ -241,27 +235,25 @@ class MLP:
         self._caches = caches
         return h
 
-    def backward(self, dout, need_dx=True, out=None):
-        """Backpropagate ``dout``; fill ``self.grads`` (same keys as params); return dx.
+    def backward(self, dout, need_dx=True):
+        """Backpropagate ``dout``; set ``self.grads`` (a new dict, same keys as params); return dx.
 
-        ``need_dx=False`` skips the input gradient (returns None), which saves
-        the first layer's largest matrix product when the input is data. With
-        ``out`` (a dict with the keys of params), every gradient is written
-        into ``out[name]`` in place and ``self.grads`` holds those arrays.
-        Raises ``RuntimeError`` if no ``forward`` ran since the last ``backward``.
+        ``need_dx=False`` skips the input gradient (returns None): see
+        ``affine_backward``. Raises ``RuntimeError`` if no ``forward`` ran since
+        the last ``backward``.
         """
         if self._caches is None:
             raise RuntimeError("MLP.backward called before forward: run forward(x) first")
-        check_array("dout", dout, shape=(None, self.sizes[-1]), finite=False)
+        check_width("dout", dout, self.sizes[-1])
         act_backward = ACTIVATIONS[self.activation][1]
-        dh = dout
+        grads, dh = {}, dout
         for i in reversed(range(self.n_layers)):
             affine_cache, act_cache = self._caches[i]
             if i < self.n_layers - 1:
                 dh = act_backward(dh, act_cache)  # (B, H_i)
             w_name, b_name = self.names(i)
-            buffers = None if out is None else (out[w_name], out[b_name])
-            dh, dW, db = affine_backward(dh, affine_cache, need_dx=need_dx or i > 0, out=buffers)
-            self.grads[w_name], self.grads[b_name] = dW, db
+            dh, grads[w_name], grads[b_name] = affine_backward(
+                dh, affine_cache, need_dx=need_dx or i > 0)
+        self.grads = grads
         self._caches = None
         return dh

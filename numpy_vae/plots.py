@@ -10,7 +10,7 @@ from statistics import NormalDist
 import numpy as np
 from matplotlib.figure import Figure
 
-from .distributions import std_from_logvar
+from .distributions import kl_standard_normal_per_dim, std_from_logvar
 
 
 def save(fig, path, dpi=100):
@@ -136,7 +136,7 @@ def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
 
     paths = {}
     mu, logvar = model.encode(x)
-    kl_per_dim = 0.5 * np.mean(np.expm1(logvar) - logvar + mu * mu, axis=0)  # (Z,)
+    kl_per_dim = kl_standard_normal_per_dim(mu, logvar).mean(axis=0)  # (Z,)
 
     x_rec = model.sample(n_show, rng, z=mu[:n_show])  # decoder mean at z = mu
     paths["reconstructions"] = save(reconstructions(as_images(x[:n_show]), as_images(x_rec)),
@@ -163,7 +163,7 @@ def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
         fig = image_grid(grid[order].reshape(-1, *shape), 9,
                          "latent traversals, one dimension per row (most used first)")
         paths["traversals"] = save(fig, out / "traversals.png")
-    if model.likelihood == "gaussian":
+    if model.config.likelihood == "gaussian":
         _, logvar_x = model.decode(mu[:16])
         std = std_from_logvar(logvar_x).reshape(-1, *shape)
         paths["decoder_std"] = save(image_grid(std, 8, "decoder standard deviations",

@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 from . import data as datasets
 from ._checks import check_choice, check_positive_float, check_positive_int
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .layers import INITS
-from .optim import Adam, flat_buffer
-from .vae import DECODER_MEANS, LIKELIHOODS, VAE
+from .errors import InvalidValueError, NumpyVAEError
+from .optim import Adam, NonFiniteGradientError
+from .vae import VAE, ModelConfig
 
-PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
 HISTORY_FIELDS = ("epoch", "beta", "lr", "train_loss", "train_reconstruction", "train_kl",
                   "val_elbo", "val_reconstruction", "val_kl", "seconds", "val_log_px")
 
@@ -62,7 +61,11 @@ def keep_freed_memory(pad_bytes=64 << 20, mmap_threshold=32 << 20):
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a run. The defaults train a small model on the built-in
-    "shapes" data in about a minute on 2 cores."""
+    "shapes" data in about a minute on 2 cores.
+
+    The model's fields (likelihood, hidden_dims, ..., decoder_mean) are those of
+    ``ModelConfig`` and are validated by it (``model_config()``); the rest here.
+    """
 
     dataset: str = "shapes"
     likelihood: str = "bernoulli"
@@ -75,7 +78,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
     beta: float = 1.0
-    warmup_epochs: int = 0  # KL weight rises linearly from 0 to beta over these epochs
+    warmup_epochs: int = 0  # the KL weight is beta * e / warmup_epochs in epoch e = 1, 2, ...
     n_validation: int = 1000
     max_train: int = 0  # use only the first max_train training images (0: all)
     dtype: str = "float32"
@@ -91,30 +94,28 @@ class TrainConfig:
     log_px_examples: int = 1000
 
     def __post_init__(self):
-        self.hidden_dims = tuple(self.hidden_dims)
         check_choice("dataset", self.dataset, datasets.DATASETS)
-        check_choice("likelihood", self.likelihood, LIKELIHOODS)
-        check_choice("preprocess", self.preprocess, PREPROCESSING)
-        check_choice("dtype", self.dtype, ("float32", "float64"))
-        check_choice("init", self.init, INITS)
-        check_choice("decoder_mean", self.decoder_mean, DECODER_MEANS)
-        if self.likelihood == "bernoulli" and self.decoder_mean != "identity":
-            raise ValueError("decoder_mean 'sigmoid' needs a Gaussian likelihood: the "
-                             "Bernoulli likelihood's logits already pass through a sigmoid")
-        if self.likelihood == "bernoulli" and self.preprocess == "standardize":
-            raise ValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
-                             "Bernoulli likelihood needs x in [0, 1]")
-        for name in ("latent_dim", "epochs", "batch_size", "log_px_samples", "log_px_examples"):
+        model = self.model_config()  # validates the model's fields
+        self.hidden_dims, self.dtype = model.hidden_dims, model.dtype
+        check_choice("preprocess", self.preprocess, datasets.PREPROCESSING)
+        if model.likelihood == "bernoulli" and self.preprocess == "standardize":
+            raise InvalidValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
+                                    "Bernoulli likelihood needs x in [0, 1]")
+        for name in ("epochs", "batch_size", "log_px_samples", "log_px_examples"):
             check_positive_int(name, getattr(self, name))
-        for i, h in enumerate(self.hidden_dims):
-            check_positive_int(f"hidden_dims[{i}]", h)
-        for name in ("lr", "lr_decay", "min_variance", "fixed_variance"):
+        for name in ("lr", "lr_decay"):
             check_positive_float(name, getattr(self, name))
         check_positive_float("beta", self.beta, allow_zero=True)
         for name in ("warmup_epochs", "n_validation", "max_train", "seed", "log_px_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+                raise InvalidValueError(f"{name} must be an integer >= 0, got {value!r}")
+
+    def model_config(self):
+        """The ``ModelConfig`` of this run's model (data_dim from the data set)."""
+        fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"data_dim"}
+        return ModelConfig(data_dim=datasets.data_dim(self.dataset),
+                           **{f: getattr(self, f) for f in fields})
 
     def to_dict(self):
         d = dataclasses.asdict(self)
@@ -122,59 +123,33 @@ class TrainConfig:
         return d
 
     def beta_at(self, epoch):
-        """KL weight in ``epoch`` (0-based): linear warm-up, then ``beta``."""
+        """KL weight in ``epoch`` (0-based): ``beta * (epoch + 1) / warmup_epochs`` during
+        the warm-up, then ``beta``. The weight changes once per epoch."""
         if self.warmup_epochs == 0:
             return self.beta
         return self.beta * min(1.0, (epoch + 1) / self.warmup_epochs)
 
 
 def all_finite(arrays):
-    """True if no array of the dict holds NaN or Inf (one pass over a flat buffer if any)."""
-    flat = flat_buffer(arrays) if arrays else None
-    if flat is not None:
-        return bool(np.isfinite(flat).all())
+    """True if no array of the dict holds NaN or Inf."""
     return all(np.isfinite(a).all() for a in arrays.values())
-
-
-def _last_good(ckpt_path, epoch):
-    if epoch == 0:
-        return "No checkpoint had been written yet."
-    return f"{ckpt_path} keeps the last good checkpoint (epoch {epoch})."
 
 
 class TrainingDiverged(RuntimeError):
     """The loss or a gradient became NaN or Inf; the parameters were not updated with it."""
 
 
+class RunFolderError(NumpyVAEError, FileExistsError):
+    """The run folder cannot be used for what was asked (it holds another run, ...)."""
+
+
+def _last_good(ckpt_path, epochs_done):
+    if epochs_done == 0:
+        return "No checkpoint had been written yet."
+    return f"{ckpt_path} keeps the last good checkpoint (epoch {epochs_done})."
+
+
 # ---------------------------------------------------------------------------- data
-
-
-class Preprocessor:
-    """Turns uint8 images into model inputs ``x`` (B, D), one batch at a time."""
-
-    def __init__(self, config, train_images=None):
-        self.kind, self.dtype = config.preprocess, np.dtype(config.dtype)
-        self.mean = self.std = None
-        if self.kind == "standardize":  # statistics of the training set, reused on test
-            x = datasets.to_unit_interval(train_images, np.float64)
-            _, mean, std = datasets.standardize(x)
-            self.mean, self.std = mean.astype(self.dtype), std.astype(self.dtype)
-
-    def __call__(self, images, rng=None):
-        x = datasets.to_unit_interval(images, self.dtype)  # (B, D)
-        if self.kind == "threshold":
-            return datasets.binarize_threshold(x)
-        if self.kind == "dynamic":
-            return datasets.binarize_dynamic(x, rng)
-        if self.kind == "standardize":
-            return datasets.standardize(x, self.mean, self.std)[0]
-        return x
-
-    def to_images(self, x):
-        """Model-space values back to [0, 1] grey levels for pictures."""
-        if self.kind == "standardize":
-            x = x * self.std + self.mean
-        return np.clip(x, 0, 1)
 
 
 def load_run_data(config, data_dir=None, download=True):
@@ -186,15 +161,9 @@ def load_run_data(config, data_dir=None, download=True):
     train_idx, val_idx = datasets.train_validation_split(len(train), n_val, split_rng)
     if config.max_train:
         train_idx = train_idx[:config.max_train]
-    train_set, val_set = subset(train, train_idx), subset(train, val_idx)
-    return train_set, val_set, test, Preprocessor(config, train_set.images)
-
-
-def subset(ds, idx):
-    """The examples ``idx`` of a ``Dataset``."""
-    labels = None if ds.labels is None else ds.labels[idx]
-    factors = None if ds.factors is None else ds.factors[idx]
-    return datasets.Dataset(ds.images[idx], labels, factors, ds.factor_names, ds.name)
+    train_set, val_set = train.subset(train_idx), train.subset(val_idx)
+    pre = datasets.Preprocessor(config.preprocess, config.dtype, train_set.images)
+    return train_set, val_set, test, pre
 
 
 def fixed_inputs(pre, images, seed):
@@ -206,8 +175,7 @@ def evaluate_elbo(model, x, rng, batch_size=1000):
     """Mean ELBO, reconstruction term and KL over ``x`` with sampled z (never z = mu)."""
     rec_sum = kl_sum = 0.0
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size]
-        rec, kl = model.elbo_terms(xb, rng=rng)
+        rec, kl = model.elbo_terms(x[i:i + batch_size], rng=rng)
         rec_sum += float(rec.sum())
         kl_sum += float(kl.sum())
     n = len(x)
@@ -220,7 +188,6 @@ def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20
     Runs ``rows_per_call // num_samples`` images at a time, with a progress bar
     if ``progress``.
     """
-    keep_freed_memory()
     batch = max(1, rows_per_call // num_samples)
     total = 0.0
     with tqdm(total=len(x), desc=f"log p(x), k={num_samples}", unit="image",
@@ -233,13 +200,6 @@ def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20
 
 
 # ---------------------------------------------------------------------------- the run
-
-
-def build_model(config, rng):
-    data_dim = {"shapes": 784, "mnist": 784, "fashion-mnist": 784, "frey-face": 560}
-    return VAE(data_dim[config.dataset], config.hidden_dims, config.latent_dim,
-               config.likelihood, config.activation, np.dtype(config.dtype), rng,
-               config.min_variance, config.fixed_variance, config.init, config.decoder_mean)
 
 
 def write_history(path, history):
@@ -258,6 +218,60 @@ def read_history(path):
     return [{k: (int(v) if k == "epoch" else float(v)) for k, v in r.items()} for r in rows]
 
 
+def start_run(config, out):
+    """A new model, optimizer, RNG and empty history for a fresh run in ``out``."""
+    if (out / "checkpoint.npz").exists():
+        raise RunFolderError(f"{out} already holds a run; pass resume=True (--resume) to "
+                             f"continue it, or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(config.seed)
+    model = VAE.from_config(config.model_config(), rng)
+    return model, Adam(lr=config.lr), rng, []
+
+
+def resume_run(config, out):
+    """Model, optimizer, RNG and history from the checkpoint in ``out``.
+
+    The saved config must equal ``config`` except for ``epochs``.
+    """
+    model, opt, meta = load_checkpoint(out / "checkpoint.npz")
+    saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
+    if saved != config:
+        diff = [f"{f.name} (run: {getattr(saved, f.name)!r}, asked: {getattr(config, f.name)!r})"
+                for f in dataclasses.fields(TrainConfig)
+                if getattr(saved, f.name) != getattr(config, f.name)]
+        raise CheckpointError(f"cannot resume {out}: its config differs in " + ", ".join(diff))
+    rng = np.random.default_rng()
+    rng.bit_generator.state = meta["rng_state"]
+    return model, opt, rng, meta["history"]
+
+
+def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True):
+    """One pass over the shuffled training set; the mean loss and terms per example."""
+    beta = config.beta_at(epoch)
+    sums = np.zeros(3)  # loss, reconstruction, KL summed over examples
+    n_batches = -(-len(train) // config.batch_size)
+    bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
+               desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
+               unit="batch")
+    for step, idx in enumerate(bar, start=epoch * n_batches + 1):
+        x = pre(train.images[idx], rng)  # (B, D)
+        loss, grads, terms = model.loss_and_grads(x, rng=rng, beta=beta)
+        try:
+            if not np.isfinite(loss):
+                raise NonFiniteGradientError(f"the loss is {loss}")
+            opt.step(model.params, grads)  # refuses NaN/Inf gradients, changing nothing
+        except NonFiniteGradientError as e:
+            raise TrainingDiverged(f"at step {step} (epoch {epoch + 1}): {e}") from None
+        rec, kl = terms["reconstruction"].sum(), terms["kl"].sum()
+        sums += [loss * len(idx), rec, kl]
+        bar.set_postfix(loss=f"{loss:.2f}", rec=f"{rec / len(idx):.2f}",
+                        kl=f"{kl / len(idx):.2f}", refresh=False)
+    n = len(train)
+    return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
+            "train_reconstruction": sums[1] / n, "train_kl": sums[2] / n}
+
+
 def fit(config, out, resume=False, data_dir=None, download=True, progress=True, log=print,
         data=None):
     """Train a VAE as ``config`` says, writing the run into the folder ``out``.
@@ -269,70 +283,30 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
     ``TrainingDiverged`` (the last good checkpoint stays) if the loss or a
     gradient becomes non-finite.
     """
+    keep_freed_memory()
     out = Path(out)
     ckpt_path = out / "checkpoint.npz"
-    keep_freed_memory()
     for stale in out.glob(".*.tmp"):  # left by a run killed while writing a file
         stale.unlink()
-    if resume:
-        model, opt, meta = load_checkpoint(ckpt_path)
-        saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
-        if saved != config:
-            diff = [f"{f.name} (run: {getattr(saved, f.name)!r}, asked: "
-                    f"{getattr(config, f.name)!r})" for f in dataclasses.fields(TrainConfig)
-                    if getattr(saved, f.name) != getattr(config, f.name)]
-            raise CheckpointError(f"cannot resume {out}: its config differs in "
-                                  + ", ".join(diff))
-        rng = np.random.default_rng()
-        rng.bit_generator.state = meta["rng_state"]
-        history, start = meta["history"], meta["epoch"] + 1
-    else:
-        if ckpt_path.exists():
-            raise FileExistsError(f"{out} already holds a run; pass resume=True (--resume) to "
-                                  f"continue it, or choose another output folder")
-        out.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(config.seed)
-        model = build_model(config, rng)
-        opt = Adam(lr=config.lr)
-        history, start = [], 0
-
-    if data is None:
-        data = load_run_data(config, data_dir, download)
-    train, val, test, pre = data
+    model, opt, rng, history = (resume_run if resume else start_run)(config, out)
+    train, val, test, pre = load_run_data(config, data_dir, download) if data is None else data
     # With n_validation = 0 (all training images are used, as in the papers) the
     # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
     x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
-    n_batches = -(-len(train) // config.batch_size)
-    step = start * n_batches
 
-    for epoch in range(start, config.epochs):
+    for epoch in range(len(history), config.epochs):
         t0 = time.perf_counter()
-        beta = config.beta_at(epoch)
         opt.lr = config.lr * config.lr_decay**epoch
-        sums = np.zeros(3)
-        bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
-                   desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False, unit="batch")
-        for idx in bar:
-            x = pre(train.images[idx], rng)
-            loss, grads = model.loss_and_grads(x, rng=rng, beta=beta)
-            step += 1
-            if not (np.isfinite(loss) and all_finite(grads)):
-                raise TrainingDiverged(
-                    f"non-finite loss or gradient at step {step} (epoch {epoch + 1}); the "
-                    f"parameters were not updated with it. {_last_good(ckpt_path, epoch)} "
-                    f"Try a smaller learning rate (was {opt.lr:g}).")
-            opt.step(model.params, grads)
-            terms = model.last_terms
-            sums += len(idx) * np.array([loss, terms["reconstruction"], terms["kl"]])
-            bar.set_postfix(loss=f"{loss:.2f}", rec=f"{terms['reconstruction']:.2f}",
-                            kl=f"{terms['kl']:.2f}", refresh=False)
+        try:
+            row = {"epoch": epoch + 1,
+                   **train_epoch(model, opt, train, pre, config, epoch, rng, progress)}
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"non-finite loss or gradient {e}; the parameters were not "
+                                   f"updated with it. {_last_good(ckpt_path, epoch)} Try a "
+                                   f"smaller learning rate (was {opt.lr:g}).") from None
         val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]))
-        row = {"epoch": epoch + 1, "beta": beta, "lr": opt.lr,
-               "train_loss": sums[0] / len(train), "train_reconstruction": sums[1] / len(train),
-               "train_kl": sums[2] / len(train), "val_elbo": val_terms["elbo"],
-               "val_reconstruction": val_terms["reconstruction"], "val_kl": val_terms["kl"],
-               "seconds": time.perf_counter() - t0}
+        row.update({f"val_{k}": v for k, v in val_terms.items()},
+                   seconds=time.perf_counter() - t0)
         if config.log_px_every and ((epoch + 1) % config.log_px_every == 0
                                     or epoch + 1 == config.epochs):  # not in "seconds"
             row["val_log_px"] = estimate_log_px(
@@ -343,16 +317,16 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
                 and np.isfinite(row["val_elbo"])):
             raise TrainingDiverged(
                 f"the parameters, Adam's moments or the validation ELBO overflowed by the end "
-                f"of epoch {epoch + 1} (step {step}; a squared gradient beyond the float "
-                f"range). {_last_good(ckpt_path, epoch)} Try a smaller learning rate "
-                f"(was {opt.lr:g}).")
+                f"of epoch {epoch + 1} (step {(epoch + 1) * -(-len(train) // config.batch_size)}; "
+                f"a squared gradient beyond the float range). "
+                f"{_last_good(ckpt_path, epoch)} Try a smaller learning rate (was {opt.lr:g}).")
         history.append(row)
         save_checkpoint(ckpt_path, model, opt, {
-            "epoch": epoch, "train_config": config.to_dict(), "history": history,
+            "epoch": epoch + 1, "train_config": config.to_dict(), "history": history,
             "rng_state": rng.bit_generator.state})
         write_history(out / "history.csv", history)
         log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
             f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
-            f"beta {beta:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s"
+            f"beta {row['beta']:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s"
             + (f"  log p(x) {row['val_log_px']:.3f}" if "val_log_px" in row else ""))
     return model, history

@@ -14,6 +14,8 @@ latents (see ``distributions``); the **loss is the batch mean** of
 ``-(reconstruction - beta * KL)``, in nats per example.
 """
 
+import dataclasses
+
 import numpy as np
 
 from . import distributions as dist
@@ -25,11 +27,76 @@ from ._checks import (
     check_rng,
     check_unit_interval,
 )
-from .layers import ACTIVATIONS, INITS, MLP, sigmoid, sigmoid_backward, sigmoid_forward
-from .optim import tile_views
+from .errors import InvalidTypeError, InvalidValueError
+from .layers import ACTIVATIONS, INITS, MLP
 
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-fixed")
+# Each likelihood's head (see distributions), built from the model's settings:
+# the one place that knows the likelihoods by name.
+HEADS = {
+    "bernoulli": lambda c: dist.BernoulliHead(),
+    "gaussian": lambda c: dist.GaussianHead(c.min_variance, c.decoder_mean == "sigmoid"),
+    "gaussian-fixed": lambda c: dist.GaussianFixedHead(c.fixed_variance,
+                                                       c.decoder_mean == "sigmoid"),
+}
+LIKELIHOODS = tuple(HEADS)
+HIDDEN_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a != "identity")
 DECODER_MEANS = ("identity", "sigmoid")
+DTYPES = ("float32", "float64")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The settings of a VAE, validated once here (``VAE`` and ``TrainConfig`` reuse it).
+
+    See ``VAE`` for what each field means. ``hidden_dims`` becomes a tuple of
+    ints and ``dtype`` the name "float32" or "float64".
+    """
+
+    data_dim: int
+    hidden_dims: tuple = (400,)
+    latent_dim: int = 20
+    likelihood: str = "bernoulli"
+    activation: str = "relu"
+    dtype: str = "float64"
+    min_variance: float = 1e-4
+    fixed_variance: float = 1.0
+    init: str = "he-glorot"
+    decoder_mean: str = "identity"
+
+    def __post_init__(self):
+        hidden = self.hidden_dims
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise InvalidTypeError(f"hidden_dims must be a sequence of positive ints, "
+                                   f"got {hidden!r}")
+        hidden = tuple(check_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden))
+        try:
+            dtype = np.dtype(self.dtype).name
+        except Exception:  # np.dtype raises TypeError, ValueError or even SyntaxError
+            dtype = None
+        if dtype not in DTYPES:
+            raise InvalidTypeError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        fields = {
+            "data_dim": check_positive_int("data_dim", self.data_dim),
+            "hidden_dims": hidden,
+            "latent_dim": check_positive_int("latent_dim", self.latent_dim),
+            "likelihood": check_choice("likelihood", self.likelihood, LIKELIHOODS),
+            "activation": check_choice("activation", self.activation, HIDDEN_ACTIVATIONS),
+            "dtype": dtype,
+            "min_variance": check_positive_float("min_variance", self.min_variance),
+            "fixed_variance": check_positive_float("fixed_variance", self.fixed_variance),
+            "init": check_choice("init", self.init, INITS),
+            "decoder_mean": check_choice("decoder_mean", self.decoder_mean, DECODER_MEANS),
+        }
+        if fields["likelihood"] == "bernoulli" and fields["decoder_mean"] != "identity":
+            raise InvalidValueError(
+                f"decoder_mean must be 'identity' for the Bernoulli likelihood (its logits "
+                f"already pass through a sigmoid), got {self.decoder_mean!r}")
+        for name, value in fields.items():  # normalised values (frozen: bypass __setattr__)
+            object.__setattr__(self, name, value)
+
+    def to_dict(self):
+        """JSON-serialisable fields (``hidden_dims`` as a list)."""
+        return {**dataclasses.asdict(self), "hidden_dims": list(self.hidden_dims)}
 
 
 class VAE:
@@ -49,7 +116,7 @@ class VAE:
         bounded below by ``min_variance`` (see ``distributions.bounded_logvar``);
         or Gaussian with learned mean and fixed ``fixed_variance``.
     activation : str
-        One of ``layers.ACTIVATIONS`` (except "identity"), used in hidden layers.
+        One of ``HIDDEN_ACTIVATIONS``, used in the hidden layers.
     dtype : float32 or float64
         The dtype of every parameter; inputs must have it too.
     rng : np.random.Generator
@@ -64,91 +131,56 @@ class VAE:
 
     Attributes
     ----------
+    config : ModelConfig
+        The settings above, validated.
     params : dict of str -> ndarray
-        The only parameter storage; optimizers update its arrays in place.
-        Each array is a view into ``flat_params``.
-    flat_params : ndarray, shape (num_params,)
-        One contiguous buffer behind every array of ``params``, in the order
-        of ``params``, so that an optimizer can update all parameters with a
-        few whole-array operations (see ``optim.flat_buffer``). Change
-        parameters in place (``params[name][...] = new``): assigning a new
-        array to a key (``params[name] = new``) cuts that key off the buffer;
-        the model and the optimizers still work, on the slower per-key path.
-    last_terms : dict
-        Batch means of "reconstruction" and "kl" from the last ``loss_and_grads``.
+        The only parameter storage, ``encoder.W0``, ``encoder.b0``, ...,
+        ``decoder.W0``, ...; optimizers update its arrays in place.
+    head : object
+        The likelihood's head (``distributions.BernoulliHead``, ...), chosen here.
     """
 
     def __init__(self, data_dim, hidden_dims=(400,), latent_dim=20, likelihood="bernoulli",
                  activation="relu", dtype=np.float64, rng=None, min_variance=1e-4,
                  fixed_variance=1.0, init="he-glorot", decoder_mean="identity"):
-        self.data_dim = check_positive_int("data_dim", data_dim)
-        if isinstance(hidden_dims, (int, np.integer)) or not hasattr(hidden_dims, "__iter__"):
-            raise TypeError(f"hidden_dims must be a sequence of positive ints, got {hidden_dims!r}")
-        self.hidden_dims = tuple(
-            check_positive_int(f"hidden_dims[{i}]", h) for i, h in enumerate(hidden_dims))
-        self.latent_dim = check_positive_int("latent_dim", latent_dim)
-        self.likelihood = check_choice("likelihood", likelihood, LIKELIHOODS)
-        self.activation = check_choice(
-            "activation", activation, [a for a in ACTIVATIONS if a != "identity"])
-        try:
-            self.dtype = np.dtype(dtype) if dtype is not None else None
-        except Exception:  # np.dtype raises TypeError, ValueError or even SyntaxError
-            self.dtype = None
-        if self.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
-        self.min_variance = check_positive_float("min_variance", min_variance)
-        self.fixed_variance = check_positive_float("fixed_variance", fixed_variance)
-        self.init = check_choice("init", init, INITS)
-        self.decoder_mean = check_choice("decoder_mean", decoder_mean, DECODER_MEANS)
-        if self.likelihood == "bernoulli" and self.decoder_mean != "identity":
-            raise ValueError(f"decoder_mean must be 'identity' for the Bernoulli likelihood "
-                             f"(its logits already pass through a sigmoid), got {decoder_mean!r}")
+        self.config = c = ModelConfig(data_dim, hidden_dims, latent_dim, likelihood, activation,
+                                      dtype, min_variance, fixed_variance, init, decoder_mean)
         rng = check_rng("rng", np.random.default_rng() if rng is None else rng)
-
-        D, Z, H = self.data_dim, self.latent_dim, self.hidden_dims
-        out_dim = 2 * D if self.likelihood == "gaussian" else D
+        self.data_dim, self.latent_dim = c.data_dim, c.latent_dim
+        self.dtype = np.dtype(c.dtype)
+        self.head = HEADS[c.likelihood](c)
+        D, Z, H = c.data_dim, c.latent_dim, c.hidden_dims
         self.params = {}
-        # The encoder's head outputs mu and logvar side by side: one matrix product.
-        self.encoder = MLP((D, *H, 2 * Z), self.activation, self.params, "encoder.")
-        self.decoder = MLP((Z, *reversed(H), out_dim), self.activation, self.params, "decoder.")
-        initial = {**self.encoder.init_params(rng, self.dtype, self.init),
-                   **self.decoder.init_params(rng, self.dtype, self.init)}
-        self.flat_params = np.concatenate([p.ravel() for p in initial.values()])
-        self.params.update(tile_views(self.flat_params, initial))
-        self.last_terms = {}
+        # The encoder's last layer outputs mu and logvar side by side: one matrix product.
+        self.encoder = MLP((D, *H, 2 * Z), c.activation, self.params, "encoder.")
+        self.decoder = MLP((Z, *reversed(H), self.head.outputs_per_pixel * D), c.activation,
+                           self.params, "decoder.")
+        for net in (self.encoder, self.decoder):
+            self.params.update(net.init_params(rng, self.dtype, c.init))
 
-    @property
-    def config(self):
-        """The constructor's arguments (without ``rng``), JSON-serialisable."""
-        return {
-            "data_dim": self.data_dim, "hidden_dims": list(self.hidden_dims),
-            "latent_dim": self.latent_dim, "likelihood": self.likelihood,
-            "activation": self.activation, "dtype": self.dtype.name,
-            "min_variance": self.min_variance, "fixed_variance": self.fixed_variance,
-            "init": self.init, "decoder_mean": self.decoder_mean,
-        }
+    @classmethod
+    def from_config(cls, config, rng=None):
+        """A new model with the settings of a ``ModelConfig`` (or a dict of its fields)."""
+        fields = config.to_dict() if isinstance(config, ModelConfig) else dict(config)
+        return cls(**fields, rng=rng)
 
     @property
     def num_params(self):
         return sum(p.size for p in self.params.values())
 
-    # -- checks --------------------------------------------------------------
+    # -- checks at the boundary ------------------------------------------------
 
     def _check_x(self, x):
         check_array("x", x, shape=(None, self.data_dim), dtype=self.dtype)
-        if self.likelihood == "bernoulli":
+        if self.head.needs_unit_interval:
             check_unit_interval("x", x)
-        return x
-
-    def _check_z(self, name, z, n=None):
-        return check_array(name, z, shape=(n, self.latent_dim), dtype=self.dtype)
 
     def _noise(self, eps, rng, n, name="eps"):
         """``eps`` if given (checked), else a fresh N(0, I) draw of shape (n, Z) from ``rng``."""
         if eps is not None:
-            return self._check_z(name, eps, n)
+            return check_array(name, eps, shape=(n, self.latent_dim), dtype=self.dtype)
         if rng is None:
-            raise ValueError(f"give either {name} (an (n, Z) array) or rng")
+            raise InvalidValueError(f"give either {name} (an (n, Z) array) or rng")
         return check_rng("rng", rng).standard_normal((n, self.latent_dim), dtype=self.dtype)
 
     # -- the two networks ----------------------------------------------------
@@ -156,129 +188,76 @@ class VAE:
     def encode(self, x):
         """q(z|x): the posterior's mean and log-variance. Shapes: x (B, D) -> (B, Z), (B, Z)."""
         self._check_x(x)
-        return self._encode(x)
-
-    def _encode(self, x):
-        h = self.encoder.forward(x, check=False)  # (B, 2Z); x was checked by the caller
+        h = self.encoder.forward(x)  # (B, 2Z)
         return h[:, :self.latent_dim], h[:, self.latent_dim:]
 
     def decode(self, z):
-        """The parameters of P(x|z).
+        """The parameters of P(x|z): logits (B, D) for "bernoulli", ``(mean, logvar)`` each
+        (B, D) for "gaussian" (logvar already bounded), the mean (B, D) for "gaussian-fixed".
 
-        Returns logits (B, D) for "bernoulli", ``(mean, logvar)`` each (B, D)
-        for "gaussian" (logvar already bounded), and the mean (B, D) for
-        "gaussian-fixed"; a Gaussian mean has passed ``decoder_mean``. Shapes: z (B, Z).
+        Shapes: z (B, Z).
         """
-        self._check_z("z", z)
-        out, _ = self._decode(z)
-        return out
-
-    def _decode(self, z):
-        """Decoder forward; returns the likelihood's parameters and the head's cache.
-
-        The head turns the decoder's last layer into those parameters: for the
-        Gaussians, the optional sigmoid on the mean and the floored log-variance;
-        its cache is ``(mean_cache, logvar_cache)`` (None where nothing is done).
-        ``z`` is checked by the public callers (``decode``, ``sample``) or computed
-        from a checked ``x``; if training diverges, the loss comes out NaN.
-        """
-        h = self.decoder.forward(z, check=False)  # (B, D) or (B, 2D); z was checked or computed
-        if self.likelihood == "bernoulli":
-            return h, None
-        mean = h[:, :self.data_dim]  # (B, D)
-        mean_cache = None
-        if self.decoder_mean == "sigmoid":
-            mean, mean_cache = sigmoid_forward(mean)
-        if self.likelihood == "gaussian-fixed":
-            return mean, (mean_cache, None)
-        logvar, logvar_cache = dist.bounded_logvar(h[:, self.data_dim:], self.min_variance)
-        return (mean, logvar), (mean_cache, logvar_cache)
-
-    def _log_px(self, x, out):
-        """log P(x|z) per example and its cache, for decoder output ``out``."""
-        if self.likelihood == "bernoulli":
-            return dist.bernoulli_log_likelihood(x, out)
-        if self.likelihood == "gaussian":
-            return dist.gaussian_log_likelihood(x, *out)
-        return dist.gaussian_fixed_log_likelihood(x, out, self.fixed_variance)
-
-    def _log_px_backward(self, dlogp, cache, head_cache):
-        """Gradient of the decoder's output (B, D) or (B, 2D) from d log P(x|z)."""
-        if self.likelihood == "bernoulli":
-            return dist.bernoulli_log_likelihood_backward(dlogp, cache)
-        mean_cache, logvar_cache = head_cache
-        if self.likelihood == "gaussian-fixed":
-            dmean = dist.gaussian_fixed_log_likelihood_backward(dlogp, cache)
-        else:
-            dmean, dlogvar = dist.gaussian_log_likelihood_backward(dlogp, cache)
-        if mean_cache is not None:  # through the sigmoid on the mean
-            dmean = sigmoid_backward(dmean, mean_cache)
-        if self.likelihood == "gaussian-fixed":
-            return dmean  # (B, D)
-        draw = dist.bounded_logvar_backward(dlogvar, logvar_cache)
-        return np.concatenate([dmean, draw], axis=1)  # (B, 2D)
+        check_array("z", z, shape=(None, self.latent_dim), dtype=self.dtype)
+        return self.head.params(self.decoder.forward(z))
 
     # -- the lower bound -------------------------------------------------------
-
-    def _terms(self, x, eps):
-        """Forward pass of the bound: (log P(x|z), KL) per example, with every cache."""
-        mu, logvar = self._encode(x)  # (B, Z), (B, Z)
-        z, rep_cache = dist.reparameterize(mu, logvar, eps)  # (B, Z)
-        out, head_cache = self._decode(z)  # (B, D) or 2 x (B, D)
-        rec, rec_cache = self._log_px(x, out)  # (B,)
-        kl, kl_cache = dist.kl_standard_normal(mu, logvar)  # (B,)
-        return rec, kl, (rep_cache, head_cache, rec_cache, kl_cache)
 
     def elbo_terms(self, x, eps=None, rng=None):
         """The two terms of the bound per example: ``(log P(x|z), KL(q(z|x) || P(z)))``.
 
         One reparameterized sample z per example. Shapes: x (B, D), eps (B, Z) -> (B,), (B,).
         """
-        self._check_x(x)
+        mu, logvar = self.encode(x)  # (B, Z) each
         eps = self._noise(eps, rng, x.shape[0])
-        rec, kl, _ = self._terms(x, eps)
-        return rec, kl
+        z, _ = dist.reparameterize(mu, logvar, eps)  # (B, Z)
+        log_px, _ = self.head.log_px(x, self.decoder.forward(z))  # (B,)
+        kl, _ = dist.kl_standard_normal(mu, logvar)  # (B,)
+        return log_px, kl
 
     def elbo(self, x, eps=None, rng=None):
         """One-sample estimate of the lower bound per example: ``log P(x|z) - KL``.
 
         Shapes: x (B, D), eps (B, Z) -> (B,).
         """
-        rec, kl = self.elbo_terms(x, eps, rng)
-        return rec - kl
+        log_px, kl = self.elbo_terms(x, eps, rng)
+        return log_px - kl
 
     def loss_and_grads(self, x, eps=None, beta=1.0, rng=None):
-        """The training loss and its gradient for every parameter.
+        """The training loss, its gradient for every parameter, and the two terms.
 
         ``loss = mean_B -(log P(x|z) - beta * KL(q(z|x) || P(z)))`` with
         ``z = mu + exp(logvar / 2) * eps``; ``beta = 1`` gives minus the ELBO.
-        Sets ``self.last_terms`` to the batch means of both terms. The gradients
-        are views into one new flat array laid out like ``flat_params``, which
-        lets an optimizer update everything at once.
+        ``terms`` holds both terms per example: ``{"reconstruction": log P(x|z),
+        "kl": KL}``, each (B,).
 
-        Shapes: x (B, D), eps (B, Z) -> loss float, grads {name: shape of params[name]}.
+        Shapes: x (B, D), eps (B, Z) -> loss float, grads {name: shape of params[name]}, terms.
         """
         self._check_x(x)
         eps = self._noise(eps, rng, x.shape[0])
         beta = check_positive_float("beta", beta, allow_zero=True)
-        B = x.shape[0]
+        B, Z = x.shape[0], self.latent_dim
 
-        rec, kl, (rep_cache, head_cache, rec_cache, kl_cache) = self._terms(x, eps)
-        loss = float(np.mean(beta * kl - rec))
-        self.last_terms = {"reconstruction": float(rec.mean()), "kl": float(kl.mean())}
+        # Forward: x -> mu, logvar -> z -> decoder output -> log P(x|z); KL from mu, logvar.
+        h = self.encoder.forward(x)  # (B, 2Z)
+        mu, logvar = h[:, :Z], h[:, Z:]  # (B, Z) each
+        z, rep_cache = dist.reparameterize(mu, logvar, eps)  # (B, Z)
+        out = self.decoder.forward(z)  # (B, D), or (B, 2D) for "gaussian"
+        log_px, head_cache = self.head.log_px(x, out)  # (B,)
+        kl, kl_cache = dist.kl_standard_normal(mu, logvar)  # (B,)
+        loss = float(np.mean(beta * kl - log_px))
 
-        # Backward, in reverse order: d loss / d rec_i = -1/B, d loss / d kl_i = beta/B.
-        drec = np.full(B, -1.0 / B, dtype=self.dtype)  # (B,)
-        dout = self._log_px_backward(drec, rec_cache, head_cache)  # (B, D) or (B, 2D)
-        flat_grads = np.empty_like(self.flat_params)  # written by the two backward passes
-        grads = tile_views(flat_grads, self.params)
-        dz = self.decoder.backward(dout, out=grads)  # (B, Z)
-        dmu, dlogvar = dist.reparameterize_backward(dz, rep_cache)  # (B, Z) each
+        # Backward, in reverse: d loss / d log_px_i = -1/B and d loss / d kl_i = beta/B.
+        dlog_px = np.full(B, -1.0 / B, dtype=self.dtype)  # (B,)
         dkl = np.full(B, beta / B, dtype=self.dtype)  # (B,)
-        dmu_kl, dlogvar_kl = dist.kl_standard_normal_backward(dkl, kl_cache)
+        dout = self.head.log_px_backward(dlog_px, head_cache)  # shape of out
+        dz = self.decoder.backward(dout)  # (B, Z)
+        dmu, dlogvar = dist.reparameterize_backward(dz, rep_cache)  # (B, Z) each
+        dmu_kl, dlogvar_kl = dist.kl_standard_normal_backward(dkl, kl_cache)  # (B, Z) each
         dh = np.concatenate([dmu + dmu_kl, dlogvar + dlogvar_kl], axis=1)  # (B, 2Z)
-        self.encoder.backward(dh, need_dx=False, out=grads)  # no gradient for the data x
-        return loss, grads
+        self.encoder.backward(dh, need_dx=False)  # x is data: no gradient needed for it
+
+        grads = {**self.encoder.grads, **self.decoder.grads}
+        return loss, grads, {"reconstruction": log_px, "kl": kl}
 
     # -- generation and evaluation ---------------------------------------------
 
@@ -290,10 +269,7 @@ class VAE:
         """
         n = check_positive_int("n", n)
         z = self._noise(z, rng, n, name="z")
-        out, _ = self._decode(z)
-        if self.likelihood == "bernoulli":
-            return sigmoid(out)
-        return out[0] if self.likelihood == "gaussian" else out
+        return self.head.mean(self.decoder.forward(z))
 
     def log_likelihood(self, x, num_samples=5000, rng=None, max_rows=8192):
         """Importance-weighted estimate of log P(x) per example (Burda et al., 2015).
@@ -306,11 +282,10 @@ class VAE:
 
         Shapes: x (B, D) -> (B,).
         """
-        self._check_x(x)
         k = check_positive_int("num_samples", num_samples)
         rng = check_rng("rng", rng)
         max_rows = check_positive_int("max_rows", max_rows)
-        mu, logvar = self._encode(x)  # (B, Z)
+        mu, logvar = self.encode(x)  # (B, Z)
         B, Z = mu.shape
         out = np.empty(B, dtype=np.float64)
         block = max(1, max_rows // k)  # examples per block; a block holds block * k samples
@@ -324,7 +299,7 @@ class VAE:
                 mu_r, logvar_r = mu[rows], logvar[rows]  # (b n, Z)
                 eps = rng.standard_normal((b * n, Z), dtype=self.dtype)
                 z, _ = dist.reparameterize(mu_r, logvar_r, eps)  # (b n, Z)
-                log_px, _ = self._log_px(x[rows], self._decode(z)[0])  # (b n,)
+                log_px, _ = self.head.log_px(x[rows], self.decoder.forward(z))  # (b n,)
                 log_qz, _ = dist.gaussian_log_likelihood(z, mu_r, logvar_r)  # (b n,)
                 log_pz = dist.standard_normal_log_density(z)  # (b n,)
                 log_w[:, s:s + n] = (log_px + log_pz - log_qz).reshape(b, n)

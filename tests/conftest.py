@@ -9,9 +9,10 @@ skip becomes a failure, so CI always runs them.
 import os
 
 import matplotlib
+import numpy as np
 import pytest
 
-from numpy_vae import data
+from numpy_vae import VAE, data
 
 matplotlib.use("Agg")
 
@@ -41,3 +42,27 @@ def no_network(monkeypatch):
     def refuse(url, timeout=None):
         raise AssertionError(f"test tried to open {url}")
     monkeypatch.setattr("numpy_vae.datafiles._urlopen", refuse)  # the one opener of URLs
+
+
+# ---------------------------------------------------------------------------- shared by the tests
+
+GRAD_TOL = 1e-6  # the largest relative error (gradcheck.rel_error) any float64 check accepts
+
+
+def make_small_model(likelihood="bernoulli", activation="tanh", seed=0, **kw):
+    """A float64 VAE 6-(5, 4)-3 with non-zero random parameters, and the rng that made it.
+
+    Zero biases could hide a wrong backward, so every parameter gets noise.
+    """
+    rng = np.random.default_rng(seed)
+    model = VAE(data_dim=6, hidden_dims=(5, 4), latent_dim=3, likelihood=likelihood,
+                activation=activation, dtype=np.float64, rng=rng, **kw)
+    for p in model.params.values():
+        p += 0.2 * rng.normal(size=p.shape)
+    return model, rng
+
+
+@pytest.fixture
+def small_model():
+    """``small_model(likelihood, activation, seed, **VAE options) -> (model, rng)``."""
+    return make_small_model

@@ -2,14 +2,13 @@
 
 import numpy as np
 import pytest
+from conftest import GRAD_TOL as TOL
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from numpy_vae import distributions as dist
-from numpy_vae.gradcheck import numerical_gradient_array, rel_error
-
-TOL = 1e-6
+from numpy_vae.gradcheck import check_backward, numerical_gradient_array, rel_error
 
 
 @pytest.fixture
@@ -183,3 +182,63 @@ def test_bad_input_is_refused_with_the_argument_named():
         dist.bounded_logvar(a, 0.0)
     with pytest.raises(ValueError, match="variance must be a finite number > 0"):
         dist.gaussian_fixed_log_likelihood(a, a, -1.0)
+
+
+def test_kl_per_dimension_sums_to_the_kl():
+    rng = np.random.default_rng(11)
+    mu, logvar = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    per_dim = dist.kl_standard_normal_per_dim(mu, logvar)
+    assert per_dim.shape == (4, 5) and np.all(per_dim >= 0)
+    np.testing.assert_allclose(per_dim.sum(axis=1), dist.kl_standard_normal(mu, logvar)[0],
+                               rtol=1e-14)
+    np.testing.assert_allclose(per_dim, 0.5 * (np.exp(logvar) - 1 - logvar + mu**2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 1e3])
+def test_bernoulli_matches_logaddexp_and_the_textbook_sigmoid(scale):
+    """The one shared exponential gives log(1 + exp(l)) and sigmoid(l) for logits of any size."""
+    rng = np.random.default_rng(2)
+    logits = scale * rng.normal(size=(5, 40))
+    x = np.where(rng.uniform(size=logits.shape) < 0.3, rng.uniform(size=logits.shape),
+                 (rng.uniform(size=logits.shape) < 0.5).astype(float))
+    logp, cache = dist.bernoulli_log_likelihood(x, logits)
+    np.testing.assert_allclose(logp, (x * logits - np.logaddexp(0, logits)).sum(axis=1),
+                               rtol=1e-13, atol=1e-13 * logits.shape[1])
+    dlogp = rng.normal(size=5)
+    sigmoid = 0.5 * (1 + np.tanh(logits / 2))  # another closed form of 1 / (1 + exp(-l))
+    np.testing.assert_allclose(dist.bernoulli_log_likelihood_backward(dlogp, cache),
+                               dlogp[:, None] * (x - sigmoid), rtol=1e-12, atol=1e-15)
+
+
+HEADS = {
+    "bernoulli": (dist.BernoulliHead(), 1),
+    "gaussian": (dist.GaussianHead(0.05), 2),
+    "gaussian, sigmoid mean": (dist.GaussianHead(0.05, sigmoid_mean=True), 2),
+    "gaussian-fixed": (dist.GaussianFixedHead(0.7), 1),
+    "gaussian-fixed, sigmoid mean": (dist.GaussianFixedHead(0.7, sigmoid_mean=True), 1),
+}
+
+
+@pytest.mark.parametrize("name", HEADS)
+def test_each_head_backward_matches_random_direction_differences(name):
+    """log_px_backward of every head against central differences of log_px along
+    random directions of the decoder output (gradcheck.check_backward)."""
+    head, per_pixel = HEADS[name]
+    rng = np.random.default_rng(12)
+    x = rng.uniform(size=(4, 6))
+    h = 2 * rng.normal(size=(4, per_pixel * 6))
+    h[0, -1] = -8.0  # deep below the variance floor, for the Gaussian
+    dlogp = rng.normal(size=4)
+    _, cache = head.log_px(x, h)
+    dh = head.log_px_backward(dlogp, cache)
+    assert dh.shape == h.shape
+    errors = check_backward(lambda h: head.log_px(x, h)[0], {"h": h}, {"h": dh}, dlogp, rng,
+                            n_directions=5)
+    assert errors["h"] < TOL, errors
+    # and the pieces: the mean the head reports is what the likelihood uses
+    mean = head.mean(h)
+    assert mean.shape == x.shape
+    if name == "bernoulli":
+        np.testing.assert_allclose(mean, 1 / (1 + np.exp(-h)), rtol=1e-12)
+    elif "sigmoid" in name:
+        assert np.all((mean > 0) & (mean < 1))

@@ -5,7 +5,9 @@ import pytest
 
 from numpy_vae import VAE, layers
 from numpy_vae.gradcheck import (
+    check_backward,
     check_model_gradients,
+    cmp,
     numerical_gradient,
     numerical_gradient_array,
     rel_error,
@@ -61,3 +63,33 @@ def test_float32_is_refused():
     model = VAE(5, (4,), 2, dtype=np.float32, rng=np.random.default_rng(0))
     with pytest.raises(TypeError, match="float64"):
         check_model_gradients(model, np.zeros((2, 5), np.float32), np.zeros((2, 2), np.float32))
+
+
+def test_cmp_prints_one_line_and_returns_the_verdict(capsys):
+    assert cmp("same", np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+    assert not cmp("off", np.array([1.0, 2.0]), np.array([1.0, 2.1]))
+    assert cmp("monte carlo", 1.02, 1.0, atol=0.05)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert "exact: True" in lines[0] and "approx: True" in lines[0]
+    assert "exact: False" in lines[1] and "approx: False" in lines[1]
+    assert "maxdiff: 1.0e-01" in lines[1]
+
+
+def test_check_backward_passes_a_right_and_names_a_wrong_input():
+    rng = np.random.default_rng(3)
+    x, W, b = rng.normal(size=(5, 4)), rng.normal(size=(4, 3)), rng.normal(size=3)
+    dout = rng.normal(size=(5, 3))
+    out, cache = layers.affine_forward(x, W, b)
+    dx, dW, db = layers.affine_backward(dout, cache)
+
+    def f(x, W, b):
+        return layers.affine_forward(x, W, b)[0]
+
+    inputs = {"x": x, "W": W, "b": b}
+    errors = check_backward(f, inputs, {"x": dx, "W": dW, "b": db}, dout, rng)
+    assert max(errors.values()) < 1e-8
+    errors = check_backward(f, inputs, {"x": dx, "W": 2 * dW, "b": db}, dout, rng)
+    assert errors["W"] > 0.1 and errors["x"] < 1e-8 and errors["b"] < 1e-8
+    with pytest.raises(TypeError, match="float64"):
+        check_backward(f, {**inputs, "W": W.astype(np.float32)}, {"W": dW}, dout, rng)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from numpy_vae import SGD, Adam
+from numpy_vae.optim import NonFiniteGradientError
 
 
 def test_first_adam_step_moves_each_parameter_by_lr_times_sign_of_g():
@@ -72,3 +73,30 @@ def test_optimizers_reject_mismatched_grads():
         Adam(lr=0)
     with pytest.raises(ValueError, match=r"betas\[1\] must lie in \[0, 1\)"):
         Adam(betas=(0.9, 1.0))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_gradient_is_refused_and_changes_nothing(bad):
+    opt = Adam(lr=0.1)
+    params = {"a": np.ones(3), "b": np.zeros(2)}
+    opt.step(params, {"a": np.ones(3), "b": np.ones(2)})
+    before = {k: p.copy() for k, p in params.items()}
+    state = opt.state_dict()
+    with pytest.raises(NonFiniteGradientError, match=r"grads\['b'\] holds NaN or Inf"):
+        opt.step(params, {"a": np.ones(3), "b": np.array([1.0, bad])})
+    assert all(np.array_equal(params[k], before[k]) for k in params)  # not even 'a' moved
+    assert opt.t == state["t"] == 1
+    assert all(np.array_equal(opt.m[k], state["m"][k]) for k in params)
+    assert all(np.array_equal(opt.v[k], state["v"][k]) for k in params)
+    with pytest.raises(ValueError):  # NonFiniteGradientError is also a ValueError
+        SGD().step(params, {"a": np.full(3, np.nan), "b": np.ones(2)})
+
+
+def test_adam_without_bias_correction_would_take_a_larger_first_step():
+    """What the bias correction buys: the first step is lr * sign(g), not ~3.16 lr."""
+    params, g = {"w": np.zeros(2)}, {"w": np.array([0.5, -2.0])}
+    Adam(lr=0.01).step(params, g)
+    b1, b2 = 0.9, 0.999
+    uncorrected = 0.01 * (1 - b1) * np.abs(g["w"]) / (np.sqrt(1 - b2) * np.abs(g["w"]))
+    np.testing.assert_allclose(np.abs(params["w"]), 0.01, rtol=1e-6)
+    assert np.all(uncorrected > 3 * 0.01)

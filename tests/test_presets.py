@@ -19,7 +19,7 @@ def test_preset_is_a_valid_config_and_trains_a_few_steps(name, tmp_path, require
     assert "final validation ELBO" in r.stdout
     assert ("log p(x)" in r.stdout) == bool(config.log_px_every)  # after the last epoch
     model = load_checkpoint(tmp_path / name / "checkpoint.npz")[0]
-    assert model.config["decoder_mean"] == config.decoder_mean  # e.g. frey-face's sigmoid
+    assert model.config.decoder_mean == config.decoder_mean  # e.g. frey-face's sigmoid
 
 
 def test_options_given_explicitly_override_the_preset(tmp_path):
