@@ -309,3 +309,62 @@ class GaussianFixedHead:
     def log_px_backward(self, dlogp, cache):
         mean_cache, cache = cache
         return _mean_backward(gaussian_fixed_log_likelihood_backward(dlogp, cache), mean_cache)
+
+
+# ---------------------------------------------------------------------------
+# The importance-weighted bound (Burda et al. 2015): the pieces its gradient needs.
+# log w = log P(x|z) + log P(z) - log q(z|x) at z = mu + exp(logvar / 2) eps, so log P(z)
+# and log q(z|x) need their gradients in z too (z depends on mu and logvar).
+
+
+def gaussian_log_likelihood_x_backward(dlogp, cache):
+    """The gradient of ``gaussian_log_likelihood`` in its first argument, times ``dlogp``.
+
+    ``d/dx log N(x; m, exp(s)) = -(x - m) exp(-s)``, minus ``d/dm``. Needed for
+    log q(z|x) at a reparameterized sample, where the point z moves with mu
+    and logvar. ``cache`` is the one ``gaussian_log_likelihood`` returned.
+
+    Shapes: dlogp (B,) -> dx (B, D).
+    """
+    diff, inv_var, _ = cache
+    return -dlogp[:, None] * diff * inv_var
+
+
+def standard_normal_log_density_backward(dlogp, z):
+    """``d/dz log N(z; 0, I) = -z``, times ``dlogp`` (the forward's only cache is z itself).
+
+    Shapes: dlogp (B,), z (B, Z) -> dz (B, Z).
+    """
+    return -dlogp[:, None] * z
+
+
+def log_mean_exp(log_w):
+    """``L = log (1/k) sum_i exp(log_w_i)`` over the k samples of each example, and its cache.
+
+    Computed as ``m + log mean_i exp(log_w_i - m)`` with ``m = max_i log_w_i``, so no
+    exponential overflows. The cache is the normalized weights
+    ``w~_i = w_i / sum_j w_j = softmax_i(log_w)``, which are ``dL / dlog_w_i``.
+    Lecture: "Beyond the notes", the importance-weighted bound L_k.
+
+    Shapes: log_w (B, k) -> L (B,), w~ (B, k).
+    """
+    check_alike("log_w", log_w)
+    top = log_w.max(axis=1, keepdims=True)  # (B, 1)
+    w = np.exp(log_w - top)  # (B, k), the largest is 1
+    total = w.sum(axis=1, keepdims=True)  # (B, 1), in [1, k]
+    L = top[:, 0] + np.log(total[:, 0] / log_w.shape[1])  # (B,)
+    return L, w / total
+
+
+def log_mean_exp_backward(dL, w_tilde):
+    """``dL / dlog_w_i = w~_i``, times ``dL``. Shapes: dL (B,) -> dlog_w (B, k)."""
+    return dL[:, None] * w_tilde
+
+
+def effective_sample_size(w_tilde):
+    """``1 / sum_i w~_i^2`` of normalized weights: k when all are equal, 1 when one takes all.
+
+    Shapes: w~ (B, k) -> (B,).
+    """
+    check_alike("w_tilde", w_tilde)
+    return 1.0 / np.sum(w_tilde * w_tilde, axis=1)

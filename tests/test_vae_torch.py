@@ -65,3 +65,77 @@ def test_loss_and_grads_equal_pytorch_autograd(likelihood, decoder_mean, activat
     assert grads.keys() == ref_grads.keys()
     for k, g in grads.items():
         np.testing.assert_allclose(g, ref_grads[k], rtol=1e-10, atol=1e-13, err_msg=k)
+
+
+def torch_iwae_loss(model, x, eps, y=None):
+    """Minus the batch mean of L_k = logsumexp_i log w_i - log k, written with torch operations.
+
+    ``log w_i = log P(x|z_i) + log P(z_i) - log q(z_i|x)``, each density from
+    torch.distributions; a conditional model's networks read ``[., onehot(y)]``.
+    """
+    c = model.config
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in model.params.items()}
+    act = {"relu": torch.relu, "tanh": torch.tanh, "softplus": torch.nn.functional.softplus,
+           "leaky_relu": torch.nn.functional.leaky_relu, "sigmoid": torch.sigmoid}[c.activation]
+    normal = torch.distributions.Normal
+
+    def mlp(prefix, h, n_layers):
+        for i in range(n_layers):
+            h = h @ p[f"{prefix}W{i}"] + p[f"{prefix}b{i}"]
+            if i < n_layers - 1:
+                h = act(h)
+        return h
+
+    def with_labels(a, labels):  # labels (..., ) int -> [a, onehot(labels)]
+        if labels is None:
+            return a
+        onehot = torch.nn.functional.one_hot(labels, c.num_labels).to(a.dtype)
+        return torch.cat([a, onehot], dim=-1)
+
+    x, eps = torch.tensor(x), torch.tensor(eps)  # (B, D), (B, k, Z)
+    y = None if y is None else torch.tensor(y)
+    B, k, Z = eps.shape
+    D = c.data_dim
+    h = mlp("encoder.", with_labels(x, y), model.encoder.n_layers)
+    mu, std = h[:, None, :Z], torch.exp(0.5 * h[:, None, Z:])  # (B, 1, Z)
+    z = mu + std * eps  # (B, k, Z)
+    y_k = None if y is None else y[:, None].expand(B, k)
+    out = mlp("decoder.", with_labels(z, y_k), model.decoder.n_layers)  # (B, k, .)
+    x_k = x[:, None, :].expand(B, k, D)
+    mean = torch.sigmoid(out[..., :D]) if c.decoder_mean == "sigmoid" else out[..., :D]
+    if c.likelihood == "bernoulli":
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
+            out, x_k, reduction="none").sum(-1)
+    elif c.likelihood == "gaussian":
+        var = c.min_variance + torch.nn.functional.softplus(out[..., D:])
+        log_px = normal(mean, var.sqrt()).log_prob(x_k).sum(-1)
+    else:
+        log_px = normal(mean, c.fixed_variance ** 0.5).log_prob(x_k).sum(-1)
+    log_pz = normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)  # (B, k)
+    log_qz = normal(mu, std).log_prob(z).sum(-1)  # (B, k)
+    bound = torch.logsumexp(log_px + log_pz - log_qz, dim=1) - np.log(k)  # (B,)
+    loss = -bound.mean()
+    loss.backward()
+    return loss.item(), bound.detach().numpy(), {k: t.grad.numpy() for k, t in p.items()}
+
+
+@pytest.mark.parametrize("likelihood, decoder_mean", [
+    ("bernoulli", "identity"), ("gaussian", "identity"), ("gaussian", "sigmoid"),
+    ("gaussian-fixed", "identity"), ("gaussian-fixed", "sigmoid")])
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("k, num_labels", [(1, 0), (4, 0), (4, 3)])
+def test_iwae_loss_and_grads_equal_pytorch_autograd(likelihood, decoder_mean, activation, k,
+                                                    num_labels):
+    model, rng = make_small_model(likelihood, activation, min_variance=0.05,
+                                  fixed_variance=0.7, decoder_mean=decoder_mean,
+                                  num_labels=num_labels)
+    x = rng.uniform(size=(5, 6))
+    eps = rng.standard_normal((5, k, 3))
+    y = rng.integers(0, num_labels, 5) if num_labels else None
+    loss, grads, terms = model.iwae_loss_and_grads(x, k, eps=eps, y=y)
+    ref_loss, ref_bound, ref_grads = torch_iwae_loss(model, x, eps, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(terms["bound"], ref_bound, rtol=1e-12)
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        np.testing.assert_allclose(g, ref_grads[name], rtol=1e-10, atol=1e-13, err_msg=name)
