@@ -34,10 +34,22 @@ class CheckpointError(NumpyVAEError, ValueError):
     """A checkpoint file is missing, damaged, or does not match what was asked for."""
 
 
+def temporary_name_pattern(name):
+    """The glob of the temporary files ``atomic_write`` makes for a file called ``name``."""
+    return f".{name}.*.tmp"
+
+
+def _umask():
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write):
     """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place.
 
-    Nothing is left behind if ``write`` fails.
+    Nothing is left behind if ``write`` fails. The file gets the permissions a
+    plain ``open`` would give it (0666 less the umask), not mkstemp's private 0600.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -46,6 +58,7 @@ def atomic_write(path, write):
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -75,6 +88,46 @@ def save_checkpoint(path, model, optimizer, meta):
     write_json(Path(path).with_suffix(".json"), full_meta)
 
 
+MAX_META_BYTES = 64 << 20  # the JSON of a run's settings and history is far smaller
+
+
+def _array_headers(path):
+    """``{name: (shape, dtype, size)}`` of the arrays in an ``.npz``, from their headers only.
+
+    An ``.npz`` is a zip of ``.npy`` files; each starts with a small header
+    giving dtype and shape. Reading only the headers lets an untrusted file be
+    checked before anything large is decompressed or allocated. The zip's
+    declared size of each member must match its header, so a member cannot
+    promise more data than its header describes.
+    """
+    headers = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise CheckpointError(f"checkpoint {path} holds a non-array member "
+                                      f"{info.filename!r}")
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise CheckpointError(f"checkpoint {path}: {info.filename} has an "
+                                          f"unsupported .npy format {version}")
+                if dtype.hasobject:
+                    raise CheckpointError(
+                        f"checkpoint {path}: {info.filename} holds Python objects (pickled "
+                        f"data), never part of a numpy_vae checkpoint: damaged or not ours")
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if info.file_size != f.tell() + nbytes:
+                    raise CheckpointError(
+                        f"checkpoint {path}: {info.filename} declares {dtype} {shape} "
+                        f"({nbytes} bytes) but holds {info.file_size - f.tell()} bytes")
+            headers[info.filename[:-4]] = (tuple(shape), dtype, nbytes)
+    return headers
+
+
 def load_checkpoint(path):
     """Read a checkpoint; return ``(model, optimizer, meta)``.
 
@@ -86,12 +139,19 @@ def load_checkpoint(path):
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
+        headers = _array_headers(path)
+        shape, dtype, _ = headers.get("meta", ((), None, 0))
+        if dtype is None or dtype.kind != "U" or shape != () or dtype.itemsize > MAX_META_BYTES:
+            raise CheckpointError(f"checkpoint {path}: its meta entry is missing or not a text "
+                                  f"of at most {MAX_META_BYTES} bytes")
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(str(arrays.pop("meta")))
+            meta = json.loads(str(f["meta"]))
+    except CheckpointError:
+        raise
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"checkpoint {path} is damaged or not a numpy_vae checkpoint "
                               f"({type(e).__name__}: {e})") from e
+    raw_meta = meta
     if meta.get("format") == 1 and "epoch" in meta:  # format 1 counted from 0
         meta = {**meta, "format": FORMAT, "epoch": meta["epoch"] + 1}
     if meta.get("format") != FORMAT or meta.get("version") != __version__:
@@ -101,17 +161,30 @@ def load_checkpoint(path):
     try:
         model = VAE.from_config(meta["model_config"], rng=np.random.default_rng(0))
         opt_meta = meta["optimizer"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e
+    except (KeyError, TypeError, ValueError, MemoryError) as e:
+        raise CheckpointError(f"checkpoint {path} has an invalid config: "
+                              f"{type(e).__name__}: {e}") from e
+    expected = {f"{prefix}/{name}": p for name, p in model.params.items()
+                for prefix in ("param", "adam_m", "adam_v")
+                if prefix == "param" or opt_meta.get("t", 0) > 0}
+    unexpected = sorted(headers.keys() - expected.keys() - {"meta"})
+    if unexpected:
+        raise CheckpointError(f"checkpoint {path} holds unexpected arrays: {unexpected}")
+    for key, like in expected.items():  # from the headers alone: nothing decompressed yet
+        if key not in headers:
+            raise CheckpointError(f"checkpoint {path} lacks the array {key}")
+        shape, dtype, _ = headers[key]
+        if shape != like.shape or dtype != like.dtype:
+            raise CheckpointError(f"checkpoint {path}: {key} should be {like.dtype} "
+                                  f"{like.shape}, got {dtype} {shape}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in expected}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})") from e
 
     def take(prefix, like):
-        a = arrays.pop(f"{prefix}/{name}", None)
-        if a is None:
-            raise CheckpointError(f"checkpoint {path} lacks the array {prefix}/{name}")
-        if a.shape != like.shape or a.dtype != like.dtype:
-            raise CheckpointError(
-                f"checkpoint {path}: {prefix}/{name} should be {like.dtype} {like.shape}, "
-                f"got {a.dtype} {a.shape}")
+        a = arrays.pop(f"{prefix}/{name}")
         if not np.all(np.isfinite(a)):
             raise CheckpointError(f"checkpoint {path}: {prefix}/{name} holds NaN or Inf")
         return a
@@ -121,8 +194,18 @@ def load_checkpoint(path):
         p[...] = take("param", p)
         if opt_meta["t"] > 0:
             m[name], v[name] = take("adam_m", p), take("adam_v", p)
-    if arrays:
-        raise CheckpointError(f"checkpoint {path} holds unexpected arrays: {sorted(arrays)}")
     optimizer = Adam()
     optimizer.load_state_dict({**opt_meta, "m": m, "v": v})
+    readable = path.with_suffix(".json")
+    if readable.is_file():  # the readable copy must say what the checkpoint says
+        try:
+            copy = json.loads(readable.read_text())
+        except (OSError, ValueError) as e:
+            copy = f"unreadable ({e})"
+        if copy != raw_meta:
+            raise CheckpointError(
+                f"{readable} differs from {path} (edited by hand?); the run's settings live in "
+                f"{path.name} and the .json is only a copy: undo the edit, and change the "
+                f"settings that may change (learning rate, epochs) with the options of "
+                f"numpy-vae train --resume")
     return model, optimizer, meta

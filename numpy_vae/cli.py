@@ -1,12 +1,25 @@
 """The command line: ``numpy-vae train | evaluate | sample`` (also ``python -m numpy_vae``).
 
-Errors in what the user asked for (unknown values, a folder from another
-run, a damaged checkpoint, missing data) print one clear line and exit with
-status 2; a diverged training exits with status 1. No tracebacks for those.
+Exit statuses:
+  0    done
+  1    training diverged (the loss or a gradient became NaN or Inf; the last good
+       checkpoint stays)
+  2    what was asked is wrong: an unknown value, a folder in use or holding
+       another run, a damaged checkpoint, missing data
+  3    the operating system refused: disk full, permission denied, read-only
+       folder, a name too long, ...
+  130, 143, 129  stopped by SIGINT (Ctrl-C), SIGTERM or SIGHUP at a safe point
+       (128 + the signal number); what was saved is printed
+Each failure prints one line naming the path or option and the cause; a
+traceback means a bug.
 """
 
 import argparse
 import dataclasses
+import errno
+import itertools
+import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,8 +33,10 @@ from .errors import InvalidValueError, NumpyVAEError
 from .layers import INITS
 from .presets import PRESETS
 from .train import (
+    RESUMABLE,
     TrainConfig,
     TrainingDiverged,
+    TrainingInterrupted,
     estimate_log_px,
     evaluate_elbo,
     fit,
@@ -30,71 +45,137 @@ from .train import (
 )
 from .vae import DECODER_MEANS, DTYPES, HIDDEN_ACTIVATIONS, LIKELIHOODS
 
+EXIT_DIVERGED, EXIT_USAGE, EXIT_OS = 1, 2, 3
+MAX_SAMPLES = 4096  # one PNG grid of at most 64 x 64 images
+DEFAULTS = TrainConfig()
 
-def _positive_ints(text):
+
+def _widths(text):
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected at least one width, got {text!r}")
     return values
 
 
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _default(name):
+    value = getattr(DEFAULTS, name)
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, like the rest of the command line (exit status 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="numpy-vae", description=__doc__.splitlines()[0])
+    p = Parser(prog="numpy-vae", description=__doc__.splitlines()[0],
+                                epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"numpy_vae {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a VAE (default: built-in shapes, ~1 minute)")
+    t = sub.add_parser(
+        "train", help="train a VAE (default: built-in shapes, ~1 minute)",
+        epilog=f"Defaults are those of a preset if one is given, else the ones shown. With "
+               f"--resume the run's saved settings are used; of them only "
+               f"{', '.join('--' + n.replace('_', '-') for n in RESUMABLE)} may be changed "
+               f"(for example a smaller --lr after a divergence).\n\n"
+               + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def option(flag, name, help_, **kw):
+        t.add_argument(flag, dest=name, help=f"{help_} (default: {_default(name)})", **kw)
+
     t.add_argument("--preset", choices=sorted(PRESETS), help="a named configuration "
                    "(options given explicitly override it)")
-    t.add_argument("--dataset", choices=datasets.DATASETS)
-    t.add_argument("--likelihood", choices=LIKELIHOODS)
-    t.add_argument("--decoder-mean", choices=DECODER_MEANS,
-                   help="Gaussian likelihoods: the decoder mean as is, or through a sigmoid")
-    t.add_argument("--preprocess", choices=datasets.PREPROCESSING,
-                   help="grey levels, fixed-threshold or dynamic binarization, standardize")
-    t.add_argument("--hidden", dest="hidden_dims", type=_positive_ints,
-                   help="hidden widths, comma-separated, e.g. 400 or 200,200")
-    t.add_argument("--latent", dest="latent_dim", type=int)
-    t.add_argument("--activation", choices=HIDDEN_ACTIVATIONS)
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--lr-decay", type=float, help="learning-rate factor per epoch")
-    t.add_argument("--beta", type=float, help="weight of the KL term")
-    t.add_argument("--warmup", dest="warmup_epochs", type=int,
-                   help="epochs of linear KL warm-up from 0 to beta")
-    t.add_argument("--max-train", type=int, help="use only this many training images")
-    t.add_argument("--dtype", choices=DTYPES)
-    t.add_argument("--init", choices=INITS, help="weight initialisation (uniform: PyTorch's)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--log-px-every", type=int, help="every N epochs, estimate log p(x) of "
-                   "held-out images by importance sampling (history.csv: val_log_px)")
-    t.add_argument("--log-px-samples", type=int, help="importance samples for that (1000)")
-    t.add_argument("--log-px-examples", type=int, help="held-out images for that (1000)")
-    t.add_argument("--out", type=Path, help="run folder (default runs/<name>-<time>)")
+    option("--dataset", "dataset", "data set", choices=datasets.DATASETS)
+    option("--likelihood", "likelihood", "P(x|z)", choices=LIKELIHOODS)
+    option("--decoder-mean", "decoder_mean", "Gaussian likelihoods: the decoder mean as is, "
+           "or through a sigmoid", choices=DECODER_MEANS)
+    option("--preprocess", "preprocess", "grey levels, fixed-threshold or dynamic "
+           "binarization, standardize", choices=datasets.PREPROCESSING)
+    option("--hidden", "hidden_dims", "hidden widths, comma-separated, e.g. 400 or 200,200",
+           type=_widths)
+    option("--latent", "latent_dim", "latent dimensions", type=_positive_int)
+    option("--activation", "activation", "hidden activation", choices=HIDDEN_ACTIVATIONS)
+    option("--epochs", "epochs", "epochs in all (with --resume: the new total)",
+           type=_positive_int)
+    option("--batch-size", "batch_size", "examples per step", type=_positive_int)
+    option("--lr", "lr", "Adam's learning rate", type=float)
+    option("--lr-decay", "lr_decay", "learning-rate factor per epoch", type=float)
+    option("--beta", "beta", "weight of the KL term", type=float)
+    option("--warmup", "warmup_epochs", "KL warm-up: the weight is beta * e / W in epoch "
+           "e = 1..W (it steps once per epoch), then beta; 0: no warm-up",
+           type=_nonnegative_int)
+    option("--max-train", "max_train", "use only this many training images (0: all)",
+           type=_nonnegative_int)
+    option("--validation", "n_validation", "training images held out for validation",
+           type=_nonnegative_int)
+    option("--dtype", "dtype", "floating type", choices=DTYPES)
+    option("--init", "init", "weight initialisation (uniform: PyTorch's)", choices=INITS)
+    option("--seed", "seed", "random seed", type=_nonnegative_int)
+    option("--log-px-every", "log_px_every", "every N epochs, estimate log p(x) of held-out "
+           "images by importance sampling (history.csv: val_log_px; 0: never)",
+           type=_nonnegative_int)
+    option("--log-px-samples", "log_px_samples", "importance samples for that",
+           type=_positive_int)
+    option("--log-px-examples", "log_px_examples", "held-out images for that",
+           type=_positive_int)
+    t.add_argument("--out", type=Path, help="run folder: new or empty, or the run to resume "
+                   "(default: a new runs/<name>-<time>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--no-pictures", action="store_true")
 
     e = sub.add_parser("evaluate", help="test ELBO and importance-weighted log p(x) of a run")
     e.add_argument("run", type=Path)
-    e.add_argument("-k", "--num-samples", type=int, default=1000,
-                   help="importance samples per example (5000 in Burda et al. 2015)")
-    e.add_argument("--max-examples", type=int, default=0, help="use the first N test images")
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("-k", "--num-samples", type=_positive_int, default=1000,
+                   help="importance samples per example (5000 in Burda et al. 2015; "
+                        "default: 1000)")
+    e.add_argument("--max-examples", type=_nonnegative_int, default=0,
+                   help="use the first N test images (default: 0, all)")
+    e.add_argument("--seed", type=_nonnegative_int, default=0, help="(default: 0)")
 
     s = sub.add_parser("sample", help="a grid of samples from the prior as PNG")
     s.add_argument("run", type=Path)
-    s.add_argument("-n", type=int, default=64)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", type=Path, help="PNG path (default RUN/samples-seed<seed>.png)")
+    s.add_argument("-n", type=_positive_int, default=64,
+                   help=f"number of samples, at most {MAX_SAMPLES} (default: 64)")
+    s.add_argument("--seed", type=_nonnegative_int, default=0, help="(default: 0)")
+    s.add_argument("--out", type=Path, help="PNG path, or a folder to write it in "
+                   "(default: RUN/samples-seed<seed>.png)")
 
-    for sp in (t, e):
+    for sp in (t, e, s):
         sp.add_argument("--data-dir", type=Path, help=f"data folder (default ${datasets.DATA_ENV}"
                         " or the per-user cache)")
+    for sp in (t, e):
         sp.add_argument("--no-download", action="store_true")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+        sp.add_argument("--quiet", action="store_true",
+                        help="no progress bars (they are off anyway when stderr is no terminal)")
     return p
 
 
@@ -106,24 +187,47 @@ def config_from_args(args, base):
     return TrainConfig(**{**base, **given})
 
 
+def _progress(args):
+    return not args.quiet and sys.stderr.isatty()
+
+
 def _load_run(run):
     model, _, meta = load_checkpoint(Path(run) / "checkpoint.npz")
-    return model, TrainConfig(**meta["train_config"]), meta
+    try:
+        return model, TrainConfig(**meta["train_config"]), meta
+    except TypeError as e:  # a setting this version does not know
+        raise InvalidValueError(f"{run}: its training settings are not readable: {e}") from None
+
+
+def new_run_folder(name, seed):
+    """``runs/<name>-<time>-seed<seed>``, made here, so that two runs started together get
+    two folders (the later one gets a suffix -2, -3, ...)."""
+    base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-seed{seed}"
+    Path("runs").mkdir(exist_ok=True)
+    for i in itertools.count(1):
+        out = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            continue
 
 
 def cmd_train(args):
     if args.resume:
         if args.out is None:
             raise InvalidValueError("--resume needs --out RUN_FOLDER, the run to continue")
+        if args.preset:
+            raise InvalidValueError("--resume takes the run's own settings; --preset cannot "
+                                    "be combined with it")
         saved = load_checkpoint(args.out / "checkpoint.npz")[2]["train_config"]
         config = config_from_args(args, saved)
     else:
         config = config_from_args(args, PRESETS[args.preset] if args.preset else {})
-    name = args.preset or config.dataset
-    out = args.out or Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    print(f"numpy_vae {__version__}: training on {config.dataset} -> {out}")
     data = load_run_data(config, args.data_dir, not args.no_download)
-    model, history = fit(config, out, resume=args.resume, progress=not args.quiet, data=data)
+    out = args.out or new_run_folder(args.preset or config.dataset, config.seed)
+    print(f"numpy_vae {__version__}: training on {config.dataset} -> {out}", flush=True)
+    model, history = fit(config, out, resume=args.resume, progress=_progress(args), data=data)
     if history:
         print(f"final validation ELBO {history[-1]['val_elbo']:.3f} nats")
     if not args.no_pictures:
@@ -147,9 +251,9 @@ def cmd_evaluate(args):
     rng = np.random.default_rng(args.seed)
     elbo = evaluate_elbo(model, x, rng)
     k = args.num_samples
-    ll = estimate_log_px(model, x, k, rng, progress=not args.quiet)
+    ll = estimate_log_px(model, x, k, rng, progress=_progress(args))
     D = model.data_dim
-    result = {"epoch": meta["epoch"], "examples": len(x), "num_samples": k,
+    result = {"epoch": meta["epoch"], "examples": len(x), "num_samples": k, "seed": args.seed,
               "test_elbo": elbo["elbo"], "test_reconstruction": elbo["reconstruction"],
               "test_kl": elbo["kl"], "test_log_likelihood": ll,
               "bits_per_dim": -ll / (D * np.log(2))}
@@ -158,7 +262,10 @@ def cmd_evaluate(args):
           f"(reconstruction {elbo['reconstruction']:.3f}, KL {elbo['kl']:.3f})")
     print(f"  log p(x) (importance-weighted, k={k}) {ll:10.3f} nats, "
           f"{result['bits_per_dim']:.4f} bits/dim")
-    path = args.run / f"evaluation-k{k}.json"
+    if config.likelihood != "bernoulli":
+        print("  (a density of continuous values, not a probability: it can exceed 0 and its "
+              "bits/dim can be negative; not comparable with figures for 8-bit pixels)")
+    path = args.run / f"evaluation-k{k}-seed{args.seed}-n{len(x)}.json"  # one file per setting
     write_json(path, result)
     print(f"written: {path}")
     return 0
@@ -166,8 +273,9 @@ def cmd_evaluate(args):
 
 def cmd_sample(args):
     model, config, _ = _load_run(args.run)
-    if args.n <= 0:
-        raise InvalidValueError(f"-n must be a positive integer, got {args.n}")
+    if args.n > MAX_SAMPLES:
+        raise InvalidValueError(f"-n must be at most {MAX_SAMPLES} (one PNG grid), "
+                                f"got {args.n}")
     shape = datasets.IMAGE_SHAPES[config.dataset]
     if config.preprocess == "standardize":  # needs the training set's statistics
         pre = load_run_data(config, args.data_dir, download=False)[3]
@@ -175,6 +283,10 @@ def cmd_sample(args):
         pre = datasets.Preprocessor(config.preprocess, config.dtype)
     samples = pre.to_images(model.sample(args.n, np.random.default_rng(args.seed)))
     out = args.out or args.run / f"samples-seed{args.seed}.png"
+    if out.is_dir():
+        out = out / f"samples-seed{args.seed}.png"
+    elif out.suffix.lower() != ".png":
+        out = out.with_name(out.name + ".png")
     ncols = int(np.ceil(np.sqrt(args.n)))
     plots.save(plots.image_grid(samples.reshape(-1, *shape), ncols,
                                 f"{args.n} samples (decoder means)"), out)
@@ -182,22 +294,40 @@ def cmd_sample(args):
     return 0
 
 
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(signum)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     command = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    where = f"numpy-vae {args.command}"
+    for s in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C (training: at a safe point)
+        signal.signal(s, _raise_interrupt)
     try:
         return command[args.command](args)
     except TrainingDiverged as e:
-        print(f"numpy-vae: training diverged: {e}", file=sys.stderr)
-        return 1
+        print(f"{where}: training diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except TrainingInterrupted as e:
+        print(f"\n{where}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except NumpyVAEError as e:  # what the user asked for is wrong; anything else is a bug
-
-        print(f"numpy-vae {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nnumpy-vae: interrupted; the last finished epoch is saved, continue with "
-              "--resume --out RUN", file=sys.stderr)
-        return 130
+        print(f"{where}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as e:
+        cause = e.strerror or errno.errorcode.get(e.errno, str(e))
+        path = f": {e.filename}" if e.filename else ""
+        print(f"{where}: error: {cause}{path}", file=sys.stderr)
+        return EXIT_OS
+    except KeyboardInterrupt as e:
+        signum = e.args[0] if e.args else signal.SIGINT
+        print(f"\n{where}: interrupted by {signal.Signals(signum).name}; nothing more was "
+              f"written", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

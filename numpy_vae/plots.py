@@ -10,12 +10,16 @@ from statistics import NormalDist
 import numpy as np
 from matplotlib.figure import Figure
 
+from .checkpoint import atomic_write
 from .distributions import kl_standard_normal_per_dim, std_from_logvar
 
 
 def save(fig, path, dpi=100):
-    """Write ``fig`` to ``path`` (PNG) and return the path."""
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    """Write ``fig`` to ``path`` (PNG), atomically like a checkpoint, and return the path.
+
+    An interrupted write leaves the old picture (or none), never a truncated PNG.
+    """
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
     return path
 
 

@@ -13,9 +13,13 @@ comes from one ``np.random.Generator`` whose state is saved every epoch, so a
 resumed run ends bitwise where the uninterrupted run would have.
 """
 
+import contextlib
 import csv
 import ctypes
 import dataclasses
+import fcntl
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -24,7 +28,13 @@ from tqdm.auto import tqdm
 
 from . import data as datasets
 from ._checks import check_choice, check_positive_float, check_positive_int
-from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    save_checkpoint,
+    temporary_name_pattern,
+)
 from .errors import InvalidValueError, NumpyVAEError
 from .optim import Adam, NonFiniteGradientError
 from .vae import VAE, ModelConfig
@@ -113,7 +123,8 @@ class TrainConfig:
 
     def model_config(self):
         """The ``ModelConfig`` of this run's model (data_dim from the data set)."""
-        fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"data_dim"}
+        fields = ({f.name for f in dataclasses.fields(ModelConfig)}
+                  & {f.name for f in dataclasses.fields(TrainConfig)})
         return ModelConfig(data_dim=datasets.data_dim(self.dataset),
                            **{f: getattr(self, f) for f in fields})
 
@@ -140,7 +151,107 @@ class TrainingDiverged(RuntimeError):
 
 
 class RunFolderError(NumpyVAEError, FileExistsError):
-    """The run folder cannot be used for what was asked (it holds another run, ...)."""
+    """The run folder cannot be used for what was asked (another run, another process, ...)."""
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped at a safe point on SIGINT, SIGTERM or SIGHUP; ``message`` says what
+    was saved. ``signum`` is the signal."""
+
+    def __init__(self, message, signum):
+        super().__init__(message)
+        self.signum = signum
+
+
+# The settings that may change when a run is resumed; any other difference is refused.
+RESUMABLE = ("epochs", "lr", "lr_decay")
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def run_folder_lock(out):
+    """Hold an exclusive lock on the run folder ``out`` (created if needed) while inside.
+
+    A second process asking for the same folder is refused at once, naming the
+    holder. The lock is ``flock`` on ``out/.lock``: the kernel releases it when
+    its process exits, however it exits, so a lock left by a dead process is
+    simply taken over.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunFolderError(f"{out} is in use by another training process (pid {holder}); "
+                                 f"wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+RUN_FILES = ("checkpoint.npz", "checkpoint.json", "history.csv")
+
+
+def remove_own_temporaries(out):
+    """Delete temporary files a killed run left in ``out``: only the names ``atomic_write``
+    gives this module's own files and the pictures, never anything else.
+
+    Call it only while holding the folder's lock: then no live process writes there.
+    """
+    for name in (*RUN_FILES, "*.png"):
+        for stale in out.glob(temporary_name_pattern(name)):
+            stale.unlink()
+
+
+def check_new_run_folder(out):
+    """Refuse a folder for a fresh run if it holds a run, other files, or is the current
+    directory (whose files a run would mix with the user's)."""
+    if out.exists() and out.resolve() == Path.cwd().resolve():
+        raise RunFolderError("the current directory cannot be a run folder: give --out a new "
+                             "or empty folder")
+    if (out / "checkpoint.npz").exists():
+        raise RunFolderError(f"{out} already holds a run; pass resume=True (--resume) to "
+                             f"continue it, or choose another output folder")
+    if out.is_file():
+        raise RunFolderError(f"{out} is a file, not a folder")
+    others = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME) if out.exists() else []
+    others = [n for n in others if not (n.startswith(".") and n.endswith(".tmp"))]
+    if others:
+        raise RunFolderError(f"{out} is not empty and holds no run ({', '.join(others[:3])}"
+                             f"{', ...' if len(others) > 3 else ''}); choose a new or empty folder")
+
+
+@contextlib.contextmanager
+def stop_at_safe_points():
+    """Turn SIGINT, SIGTERM and SIGHUP into a request checked between steps.
+
+    Yields a dict whose "signum" is set when a signal came; the training loop
+    stops at its next safe point (after a step, never inside a checkpoint
+    write). A second signal stops at once. Outside the main thread (where
+    handlers cannot be set) signals keep their usual effect.
+    """
+    request = {"signum": None}
+
+    def handler(signum, frame):
+        if request["signum"] is not None:
+            raise KeyboardInterrupt
+        request["signum"] = signum
+
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    try:
+        old = {s: signal.signal(s, handler) for s in signals}
+    except ValueError:  # not the main thread
+        yield request
+        return
+    try:
+        yield request
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _last_good(ckpt_path, epochs_done):
@@ -188,6 +299,7 @@ def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20
     Runs ``rows_per_call // num_samples`` images at a time, with a progress bar
     if ``progress``.
     """
+    keep_freed_memory()
     batch = max(1, rows_per_call // num_samples)
     total = 0.0
     with tqdm(total=len(x), desc=f"log p(x), k={num_samples}", unit="image",
@@ -220,10 +332,7 @@ def read_history(path):
 
 def start_run(config, out):
     """A new model, optimizer, RNG and empty history for a fresh run in ``out``."""
-    if (out / "checkpoint.npz").exists():
-        raise RunFolderError(f"{out} already holds a run; pass resume=True (--resume) to "
-                             f"continue it, or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
+    check_new_run_folder(out)
     rng = np.random.default_rng(config.seed)
     model = VAE.from_config(config.model_config(), rng)
     return model, Adam(lr=config.lr), rng, []
@@ -232,22 +341,31 @@ def start_run(config, out):
 def resume_run(config, out):
     """Model, optimizer, RNG and history from the checkpoint in ``out``.
 
-    The saved config must equal ``config`` except for ``epochs``.
+    The saved config must equal ``config`` except for the ``RESUMABLE`` settings.
     """
     model, opt, meta = load_checkpoint(out / "checkpoint.npz")
-    saved = TrainConfig(**{**meta["train_config"], "epochs": config.epochs})
+    try:
+        saved = TrainConfig(**{**meta["train_config"],
+                               **{name: getattr(config, name) for name in RESUMABLE}})
+    except TypeError as e:  # a setting this version does not know
+        raise CheckpointError(f"cannot resume {out}: {e}") from None
     if saved != config:
         diff = [f"{f.name} (run: {getattr(saved, f.name)!r}, asked: {getattr(config, f.name)!r})"
                 for f in dataclasses.fields(TrainConfig)
                 if getattr(saved, f.name) != getattr(config, f.name)]
-        raise CheckpointError(f"cannot resume {out}: its config differs in " + ", ".join(diff))
+        raise CheckpointError(f"cannot resume {out}: its config differs in " + ", ".join(diff)
+                              + f" (only {', '.join(RESUMABLE)} may change on resume)")
     rng = np.random.default_rng()
     rng.bit_generator.state = meta["rng_state"]
     return model, opt, rng, meta["history"]
 
 
-def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True):
-    """One pass over the shuffled training set; the mean loss and terms per example."""
+def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=None):
+    """One pass over the shuffled training set; the mean loss and terms per example.
+
+    ``stop`` (from ``stop_at_safe_points``) is looked at after every step; when a
+    signal has come, the epoch ends early and returns None.
+    """
     beta = config.beta_at(epoch)
     sums = np.zeros(3)  # loss, reconstruction, KL summed over examples
     n_batches = -(-len(train) // config.batch_size)
@@ -267,6 +385,9 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True):
         sums += [loss * len(idx), rec, kl]
         bar.set_postfix(loss=f"{loss:.2f}", rec=f"{rec / len(idx):.2f}",
                         kl=f"{kl / len(idx):.2f}", refresh=False)
+        if stop is not None and stop["signum"] is not None:
+            bar.close()
+            return None
     n = len(train)
     return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
             "train_reconstruction": sums[1] / n, "train_kl": sums[2] / n}
@@ -277,56 +398,89 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
     """Train a VAE as ``config`` says, writing the run into the folder ``out``.
 
     With ``resume=True`` continue the run in ``out`` from its checkpoint; its
-    config must equal ``config`` except for ``epochs``. ``data`` is what
-    ``load_run_data(config, ...)`` returned, if the caller has it already
-    (else it is loaded here). Returns ``(model, history)``. Raises
-    ``TrainingDiverged`` (the last good checkpoint stays) if the loss or a
-    gradient becomes non-finite.
+    config must equal ``config`` except for the ``RESUMABLE`` settings. ``data``
+    is what ``load_run_data(config, ...)`` returned, if the caller has it
+    already (else it is loaded here). Returns ``(model, history)``.
+
+    The folder is locked for the whole run (``run_folder_lock``). Raises
+    ``TrainingDiverged`` if the loss or a gradient becomes non-finite and
+    ``TrainingInterrupted`` on SIGINT, SIGTERM or SIGHUP; either way the last
+    good checkpoint stays.
     """
     keep_freed_memory()
     out = Path(out)
-    ckpt_path = out / "checkpoint.npz"
-    for stale in out.glob(".*.tmp"):  # left by a run killed while writing a file
-        stale.unlink()
-    model, opt, rng, history = (resume_run if resume else start_run)(config, out)
-    train, val, test, pre = load_run_data(config, data_dir, download) if data is None else data
-    # With n_validation = 0 (all training images are used, as in the papers) the
-    # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
-    x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
-
-    for epoch in range(len(history), config.epochs):
-        t0 = time.perf_counter()
-        opt.lr = config.lr * config.lr_decay**epoch
-        try:
-            row = {"epoch": epoch + 1,
-                   **train_epoch(model, opt, train, pre, config, epoch, rng, progress)}
-        except TrainingDiverged as e:
-            raise TrainingDiverged(f"non-finite loss or gradient {e}; the parameters were not "
-                                   f"updated with it. {_last_good(ckpt_path, epoch)} Try a "
-                                   f"smaller learning rate (was {opt.lr:g}).") from None
-        val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]))
-        row.update({f"val_{k}": v for k, v in val_terms.items()},
-                   seconds=time.perf_counter() - t0)
-        if config.log_px_every and ((epoch + 1) % config.log_px_every == 0
-                                    or epoch + 1 == config.epochs):  # not in "seconds"
-            row["val_log_px"] = estimate_log_px(
-                model, x_val[:config.log_px_examples], config.log_px_samples,
-                np.random.default_rng([config.seed, epoch, 2]), progress)
-        row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
-        if not (all_finite(model.params) and all_finite(opt.m) and all_finite(opt.v)
-                and np.isfinite(row["val_elbo"])):
-            raise TrainingDiverged(
-                f"the parameters, Adam's moments or the validation ELBO overflowed by the end "
-                f"of epoch {epoch + 1} (step {(epoch + 1) * -(-len(train) // config.batch_size)}; "
-                f"a squared gradient beyond the float range). "
-                f"{_last_good(ckpt_path, epoch)} Try a smaller learning rate (was {opt.lr:g}).")
-        history.append(row)
-        save_checkpoint(ckpt_path, model, opt, {
-            "epoch": epoch + 1, "train_config": config.to_dict(), "history": history,
-            "rng_state": rng.bit_generator.state})
-        write_history(out / "history.csv", history)
-        log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
-            f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
-            f"beta {row['beta']:.2f})  val ELBO {row['val_elbo']:8.3f}  {row['seconds']:.1f}s"
-            + (f"  log p(x) {row['val_log_px']:.3f}" if "val_log_px" in row else ""))
+    if not resume and not (out / "checkpoint.npz").exists():
+        check_new_run_folder(out)  # before a lock file is made in the user's folder
+    with run_folder_lock(out), stop_at_safe_points() as stop:
+        remove_own_temporaries(out)
+        model, opt, rng, history = (resume_run if resume else start_run)(config, out)
+        if len(history) >= config.epochs:
+            log(f"nothing to train: {out} has finished {len(history)} epochs "
+                f"(epochs={config.epochs})")
+        train, val, test, pre = (load_run_data(config, data_dir, download) if data is None
+                                 else data)
+        # With n_validation = 0 (all training images are used, as in the papers) the
+        # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
+        x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
+        for epoch in range(len(history), config.epochs):
+            row = run_epoch(model, opt, train, pre, x_val, config, epoch, rng, progress, stop,
+                            out)
+            history.append(row)
+            save_checkpoint(out / "checkpoint.npz", model, opt, {
+                "epoch": epoch + 1, "train_config": config.to_dict(), "history": history,
+                "rng_state": rng.bit_generator.state})
+            write_history(out / "history.csv", history)
+            log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
+                f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
+                f"beta {row['beta']:.2f})  val ELBO {row['val_elbo']:8.3f}  "
+                f"{row['seconds']:.1f}s"
+                + (f"  log p(x) {row['val_log_px']:.3f}" if "val_log_px" in row else ""))
+            if stop["signum"] is not None:
+                _interrupted(stop["signum"], out, epoch + 1)
     return model, history
+
+
+def _interrupted(signum, out, epochs_done):
+    saved = (f"{out / 'checkpoint.npz'} holds epoch {epochs_done}: continue with "
+             f"numpy-vae train --resume --out {out}" if epochs_done
+             else "no checkpoint was written yet (nothing to resume)")
+    raise TrainingInterrupted(
+        f"training stopped by {signal.Signals(signum).name}; {saved}", signum)
+
+
+def run_epoch(model, opt, train, pre, x_val, config, epoch, rng, progress, stop, out):
+    """Train one epoch, then validate: the epoch's row of the history.
+
+    Raises ``TrainingDiverged`` or ``TrainingInterrupted`` before anything of the
+    epoch is saved.
+    """
+    t0 = time.perf_counter()
+    opt.lr = config.lr * config.lr_decay**epoch
+    advice = (f"{_last_good(out / 'checkpoint.npz', epoch)} Try a smaller learning rate "
+              f"(was {opt.lr:g}): numpy-vae train --resume --out {out} --lr "
+              f"{config.lr / 10:g}" if epoch else "Try a smaller learning rate "
+              f"(was {opt.lr:g}, for example --lr {config.lr / 10:g}).")
+    try:
+        terms = train_epoch(model, opt, train, pre, config, epoch, rng, progress, stop)
+    except TrainingDiverged as e:
+        raise TrainingDiverged(f"non-finite loss or gradient {e}; the parameters were not "
+                               f"updated with it. {advice}") from None
+    if terms is None:
+        _interrupted(stop["signum"], out, epoch)
+    row = {"epoch": epoch + 1, **terms}
+    val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]))
+    row.update({f"val_{k}": v for k, v in val_terms.items()}, seconds=time.perf_counter() - t0)
+    if config.log_px_every and ((epoch + 1) % config.log_px_every == 0
+                                or epoch + 1 == config.epochs):  # not in "seconds"
+        row["val_log_px"] = estimate_log_px(
+            model, x_val[:config.log_px_examples], config.log_px_samples,
+            np.random.default_rng([config.seed, epoch, 2]), progress)
+    row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
+    if not (all_finite(model.params) and all_finite(opt.m) and all_finite(opt.v)
+            and np.isfinite(row["val_elbo"])):
+        step = (epoch + 1) * -(-len(train) // config.batch_size)
+        raise TrainingDiverged(
+            f"the parameters, Adam's moments or the validation ELBO overflowed by the end of "
+            f"epoch {epoch + 1} (step {step}; a squared gradient beyond the float range). "
+            f"{advice}")
+    return row
