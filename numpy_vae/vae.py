@@ -167,8 +167,16 @@ class VAE:
         self.encoder = MLP((D + C, *H, 2 * Z), c.activation, self.params, "encoder.")
         self.decoder = MLP((Z + C, *reversed(H), self.head.outputs_per_pixel * D), c.activation,
                            self.params, "decoder.")
-        for net in (self.encoder, self.decoder):
-            self.params.update(net.init_params(rng, self.dtype, c.init))
+        sizes = [s for net in (self.encoder, self.decoder) for s in zip(net.sizes, net.sizes[1:])]
+        need = sum((i + 1) * o for i, o in sizes) * self.dtype.itemsize  # bytes of parameters
+        try:
+            for net in (self.encoder, self.decoder):
+                self.params.update(net.init_params(rng, self.dtype, c.init))
+        except MemoryError:
+            raise InvalidValueError(
+                f"this model needs {need / 2**30:.1f} GiB for its parameters (three times that "
+                f"to train, with Adam's moments), more than could be allocated; choose smaller "
+                f"hidden_dims or latent_dim") from None
 
     @classmethod
     def from_config(cls, config, rng=None):
@@ -394,10 +402,12 @@ class VAE:
         else:
             check_array("eps", eps, shape=(B, k, Z), dtype=self.dtype)
         out = np.empty(B, dtype=np.float64)
-        block = max(1, max_rows // k)  # examples per block; a block holds block * k samples
+        block = max(1, max_rows // k)  # examples per block (1 when k >= max_rows)
         for i in range(0, B, block):
             b = min(block, B - i)
-            log_w = np.empty((b, k), dtype=np.float64)  # log P(x, z_s) - log q(z_s|x)
+            # log-mean-exp accumulated over chunks of samples, so memory does not grow with k:
+            # top = the largest log w so far, total = sum of exp(log w - top) so far
+            top, total = np.full(b, -np.inf), np.zeros(b)  # (b,) each
             chunk = max(1, max_rows // b)  # samples per example per decoder call
             for s in range(0, k, chunk):
                 n = min(chunk, k - s)
@@ -410,8 +420,12 @@ class VAE:
                 log_px, _ = self.head.log_px(x[rows], out_r)  # (b n,)
                 log_qz, _ = dist.gaussian_log_likelihood(z, mu_r, logvar_r)  # (b n,)
                 log_pz = dist.standard_normal_log_density(z)  # (b n,)
-                log_w[:, s:s + n] = (log_px + log_pz - log_qz).reshape(b, n)
-            out[i:i + b] = dist.log_mean_exp(log_w)[0]
+                log_w = (log_px + log_pz - log_qz).astype(np.float64).reshape(b, n)
+                new_top = np.maximum(top, log_w.max(axis=1))  # (b,)
+                total = (total * np.exp(top - new_top)
+                         + np.exp(log_w - new_top[:, None]).sum(axis=1))
+                top = new_top
+            out[i:i + b] = top + np.log(total / k)
         return out
 
     def active_units(self, x, threshold=0.01, y=None):

@@ -338,3 +338,33 @@ def test_run_folder_error_is_the_projects_own(tmp_path):
     (tmp_path / "run" / "checkpoint.npz").write_bytes(b"")
     with pytest.raises(RunFolderError, match="already holds a run"):
         fit(TrainConfig(epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
+
+
+# ---------------------------------------------------------------------------- bounded memory
+
+BOUNDED_CHILD = """
+import resource, sys
+import numpy as np
+from numpy_vae import VAE
+from numpy_vae.errors import InvalidValueError
+model = VAE(4, (3,), 2, rng=np.random.default_rng(0))
+x = np.array([[0.0, 1.0, 1.0, 0.0]])
+resource.setrlimit(resource.RLIMIT_AS, (800 << 20, 800 << 20))  # 800 MiB from here on
+# k = 1.5e8 samples: their log-weights alone would take 1.2 GB
+print(float(model.log_likelihood(x, num_samples=150_000_000, rng=np.random.default_rng(1),
+                                 max_rows=1 << 20)[0]))
+try:
+    VAE(10**6, (10**6,), 2)  # 8 TB of parameters
+except InvalidValueError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.slow
+def test_log_likelihood_of_any_k_and_a_huge_model_stay_within_memory():
+    r = subprocess.run([sys.executable, "-c", BOUNDED_CHILD], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    value, refusal = r.stdout.strip().splitlines()
+    assert np.isfinite(float(value)) and float(value) < 0
+    assert refusal.startswith("refused: this model needs") and "GiB" in refusal
