@@ -98,8 +98,14 @@ def data_dir(path: str | os.PathLike | None = None) -> pathlib.Path:
     (default ``~/.cache/numpy_vae``).
     """
     if path is None:
-        path = os.environ.get(DATA_ENV) or pathlib.Path(
-            os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache") / "numpy_vae"
+        path = os.environ.get(DATA_ENV)
+    if path is None:
+        try:
+            cache = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no HOME and no entry in the user database
+            raise DataNotFoundError(f"no data folder: HOME is not set; set {DATA_ENV} to the "
+                                    f"data folder, or pass --data-dir") from None
+        path = pathlib.Path(cache) / "numpy_vae"
     return pathlib.Path(path).expanduser()
 
 

@@ -435,3 +435,14 @@ def test_real_frey_face(require_data):
     raw = np.frombuffer(path.read_bytes()[-560 * 1965:], np.uint8)
     np.testing.assert_array_equal(faces, raw.reshape(1965, 28, 20))
     assert len(train) == 1765 and len(require_data("frey-face", "test")) == 200
+
+
+def test_no_home_folder_is_one_clear_error(monkeypatch):
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.delenv(datafiles.DATA_ENV, raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(datafiles.pathlib.Path, "home", staticmethod(no_home))
+    with pytest.raises(datafiles.DataNotFoundError, match="HOME is not set; set NUMPY_VAE_DATA"):
+        datafiles.data_dir()
