@@ -33,7 +33,9 @@ from .errors import InvalidValueError, NumpyVAEError
 from .layers import INITS
 from .presets import PRESETS
 from .train import (
+    OBJECTIVES,
     RESUMABLE,
+    SCHEDULES,
     TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
@@ -147,6 +149,14 @@ def build_parser():
            type=_positive_int)
     option("--log-px-examples", "log_px_examples", "held-out images for that",
            type=_positive_int)
+    option("--objective", "objective", "elbo: the ELBO with the analytic KL; iwae: the "
+           "importance-weighted bound L_k (Burda et al. 2015)", choices=OBJECTIVES)
+    option("-k", "k", "samples per example of the iwae objective", type=_positive_int)
+    option("--schedule", "schedule", "learning rate: exponential (lr * lr-decay**epoch) or "
+           "iwae (3**i epochs at lr * 10**(-i/7), Burda et al. 2015)", choices=SCHEDULES)
+    option("--adam-eps", "adam_eps", "Adam's epsilon", type=float)
+    t.add_argument("--conditional", action="store_true", default=None,
+                   help="a conditional VAE: encoder and decoder see the label (labelled data)")
     t.add_argument("--out", type=Path, help="run folder: new or empty, or the run to resume "
                    "(default: a new runs/<name>-<time>-seed<seed>)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -168,6 +178,8 @@ def build_parser():
     s.add_argument("--seed", type=_nonnegative_int, default=0, help="(default: 0)")
     s.add_argument("--out", type=Path, help="PNG path, or a folder to write it in "
                    "(default: RUN/samples-seed<seed>.png)")
+    s.add_argument("--label", type=_nonnegative_int,
+                   help="conditional runs: draw this class (default: every class in turn)")
 
     for sp in (t, e, s):
         sp.add_argument("--data-dir", type=Path, help=f"data folder (default ${datasets.DATA_ENV}"
@@ -248,20 +260,24 @@ def cmd_evaluate(args):
     _, _, test, pre = load_run_data(config, args.data_dir, not args.no_download)
     images = test.images[:args.max_examples] if args.max_examples else test.images
     x = fixed_inputs(pre, images, config.seed)
+    y = test.labels[:len(x)] if config.conditional else None
     rng = np.random.default_rng(args.seed)
-    elbo = evaluate_elbo(model, x, rng)
+    elbo = evaluate_elbo(model, x, rng, y=y)
     k = args.num_samples
-    ll = estimate_log_px(model, x, k, rng, progress=_progress(args))
+    ll = estimate_log_px(model, x, k, rng, progress=_progress(args), y=y)
+    active, _ = model.active_units(x, y=y)
     D = model.data_dim
     result = {"epoch": meta["epoch"], "examples": len(x), "num_samples": k, "seed": args.seed,
               "test_elbo": elbo["elbo"], "test_reconstruction": elbo["reconstruction"],
               "test_kl": elbo["kl"], "test_log_likelihood": ll,
-              "bits_per_dim": -ll / (D * np.log(2))}
+              "bits_per_dim": -ll / (D * np.log(2)), "active_units": active}
     print(f"test set: {len(x)} images of {config.dataset}, run epoch {result['epoch']}")
     print(f"  ELBO (one sampled z per image)   {elbo['elbo']:10.3f} nats "
           f"(reconstruction {elbo['reconstruction']:.3f}, KL {elbo['kl']:.3f})")
     print(f"  log p(x) (importance-weighted, k={k}) {ll:10.3f} nats, "
-          f"{result['bits_per_dim']:.4f} bits/dim")
+          f"{result['bits_per_dim']:.4f} bits/dim"
+          + (" (log p(x|y): the labels are given)" if y is not None else ""))
+    print(f"  active units (Var_x of E_q[z_u] > 0.01)   {active} of {model.latent_dim}")
     if config.likelihood != "bernoulli":
         print("  (a density of continuous values, not a probability: it can exceed 0 and its "
               "bits/dim can be negative; not comparable with figures for 8-bit pixels)")
@@ -281,7 +297,17 @@ def cmd_sample(args):
         pre = load_run_data(config, args.data_dir, download=False)[3]
     else:
         pre = datasets.Preprocessor(config.preprocess, config.dtype)
-    samples = pre.to_images(model.sample(args.n, np.random.default_rng(args.seed)))
+    y = None
+    if model.num_labels:
+        y = np.arange(args.n) % model.num_labels if args.label is None else np.full(
+            args.n, args.label)
+        if args.label is not None and args.label >= model.num_labels:
+            raise InvalidValueError(f"--label must be below {model.num_labels} (the run's "
+                                    f"classes), got {args.label}")
+    elif args.label is not None:
+        raise InvalidValueError(f"--label needs a conditional run; {args.run} was trained "
+                                f"without labels")
+    samples = pre.to_images(model.sample(args.n, np.random.default_rng(args.seed), y=y))
     out = args.out or args.run / f"samples-seed{args.seed}.png"
     if out.is_dir():
         out = out / f"samples-seed{args.seed}.png"

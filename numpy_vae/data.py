@@ -67,6 +67,8 @@ __all__ = [  # what this module defines, then what it passes on from datafiles a
 IMAGE_SHAPES = {"shapes": (28, 28), "mnist": (28, 28), "fashion-mnist": (28, 28),
                 "frey-face": (28, 20)}  # (rows, columns) of every data set's images
 DATASETS = tuple(IMAGE_SHAPES)
+NUM_LABELS = {"shapes": len(SHAPE_KINDS), "mnist": 10, "fashion-mnist": 10,
+              "frey-face": 0}  # classes of each data set's labels (0: unlabelled)
 PREPROCESSING = ("grey", "threshold", "dynamic", "standardize")
 
 

@@ -127,6 +127,16 @@ def traversal_latents(mu_0, n_steps=9, span=3.0):
     return z
 
 
+def styles_by_label(model, z_styles, as_images):
+    """A conditional model's decoder means: one row per style (a latent code ``z``, e.g. an
+    example's posterior mean), one column per label. Shapes: z_styles (S, Z)."""
+    S, C = len(z_styles), model.num_labels
+    z = np.repeat(z_styles, C, axis=0)  # (S C, Z): each style once per label
+    y = np.tile(np.arange(C), S)  # (S C,)
+    images = as_images(model.sample(S * C, None, z=z, y=y))
+    return image_grid(images, C, "one style per row (z of an example), one label per column")
+
+
 def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
     """Write every picture of a run folder and return ``{name: path}``.
 
@@ -139,13 +149,20 @@ def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
         return to_images(a).reshape(-1, *shape)
 
     paths = {}
-    mu, logvar = model.encode(x)
+    y = ds.labels if model.num_labels else None  # the labels a conditional model reads
+
+    def labels(n, of=None):  # labels for n decoded images: those of the examples, or `of`
+        if y is None:
+            return None
+        return np.full(n, of, dtype=np.int64) if of is not None else y[:n]
+
+    mu, logvar = model.encode(x, y)
     kl_per_dim = kl_standard_normal_per_dim(mu, logvar).mean(axis=0)  # (Z,)
 
-    x_rec = model.sample(n_show, rng, z=mu[:n_show])  # decoder mean at z = mu
+    x_rec = model.sample(n_show, rng, z=mu[:n_show], y=labels(n_show))  # decoder mean at z = mu
     paths["reconstructions"] = save(reconstructions(as_images(x[:n_show]), as_images(x_rec)),
                                     out / "reconstructions.png")
-    samples = model.sample(64, rng)
+    samples = model.sample(64, rng, y=None if y is None else np.arange(64) % model.num_labels)
     paths["samples"] = save(image_grid(as_images(samples), 8, "decoder means of z ~ N(0, I)"),
                             out / "samples.png")
     if history:
@@ -157,18 +174,23 @@ def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
                                        out / f"latent_{name}.png")
     if model.latent_dim == 2:
         n = 15
-        manifold = model.sample(n * n, rng, z=prior_grid(n).astype(model.dtype))
+        manifold = model.sample(n * n, rng, z=prior_grid(n).astype(model.dtype),
+                                y=labels(n * n, of=None if y is None else y[0]))
         paths["manifold"] = save(image_grid(as_images(manifold), n,
                                             "decoded prior quantiles"), out / "manifold.png")
     else:
         order = np.argsort(kl_per_dim)[::-1]
         z = traversal_latents(mu[0].astype(model.dtype))
-        grid = as_images(model.sample(len(z), rng, z=z)).reshape(model.latent_dim, 9, *shape)
+        grid = as_images(model.sample(len(z), rng, z=z, y=labels(
+            len(z), of=None if y is None else y[0]))).reshape(model.latent_dim, 9, *shape)
         fig = image_grid(grid[order].reshape(-1, *shape), 9,
                          "latent traversals, one dimension per row (most used first)")
         paths["traversals"] = save(fig, out / "traversals.png")
+    if y is not None:
+        paths["styles_by_label"] = save(styles_by_label(model, mu[:8], as_images),
+                                        out / "styles_by_label.png")
     if model.config.likelihood == "gaussian":
-        _, logvar_x = model.decode(mu[:16])
+        _, logvar_x = model.decode(mu[:16], labels(16))
         std = std_from_logvar(logvar_x).reshape(-1, *shape)
         paths["decoder_std"] = save(image_grid(std, 8, "decoder standard deviations",
                                                colorbar=True), out / "decoder_std.png")

@@ -40,7 +40,10 @@ from .optim import Adam, NonFiniteGradientError
 from .vae import VAE, ModelConfig
 
 HISTORY_FIELDS = ("epoch", "beta", "lr", "train_loss", "train_reconstruction", "train_kl",
-                  "val_elbo", "val_reconstruction", "val_kl", "seconds", "val_log_px")
+                  "val_elbo", "val_reconstruction", "val_kl", "seconds", "val_log_px",
+                  "val_active_units", "train_ess")
+OBJECTIVES = ("elbo", "iwae")
+SCHEDULES = ("exponential", "iwae")
 
 
 M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameter numbers (malloc.h)
@@ -102,6 +105,15 @@ class TrainConfig:
     log_px_every: int = 0
     log_px_samples: int = 1000
     log_px_examples: int = 1000
+    # The training objective: "elbo" (analytic KL, the default) or "iwae", the
+    # importance-weighted bound L_k with k samples per example (Burda et al. 2015).
+    objective: str = "elbo"
+    k: int = 1
+    # "exponential": lr * lr_decay**epoch; "iwae": Burda et al.'s stepwise schedule,
+    # 3**i epochs at lr * 10**(-i/7) for i = 0, 1, ... (3,280 epochs for i <= 7)
+    schedule: str = "exponential"
+    adam_eps: float = 1e-8
+    conditional: bool = False  # q(z|x, y) and P(x|z, y) see the label y
 
     def __post_init__(self):
         check_choice("dataset", self.dataset, datasets.DATASETS)
@@ -111,10 +123,24 @@ class TrainConfig:
         if model.likelihood == "bernoulli" and self.preprocess == "standardize":
             raise InvalidValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
                                     "Bernoulli likelihood needs x in [0, 1]")
-        for name in ("epochs", "batch_size", "log_px_samples", "log_px_examples"):
+        for name in ("epochs", "batch_size", "log_px_samples", "log_px_examples", "k"):
             check_positive_int(name, getattr(self, name))
-        for name in ("lr", "lr_decay"):
+        for name in ("lr", "lr_decay", "adam_eps"):
             check_positive_float(name, getattr(self, name))
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        if self.objective == "elbo" and self.k != 1:
+            raise InvalidValueError(f"k is the number of samples of the 'iwae' objective; with "
+                                    f"objective 'elbo' it must be 1, got {self.k}")
+        if not isinstance(self.conditional, bool):
+            raise InvalidValueError(f"conditional must be True or False, got "
+                                    f"{self.conditional!r}")
+        if self.objective == "iwae" and (self.beta != 1 or self.warmup_epochs):
+            raise InvalidValueError("the 'iwae' objective has no KL weight: beta must be 1 and "
+                                    "warmup_epochs 0")
+        if self.conditional and not datasets.NUM_LABELS[self.dataset]:
+            raise InvalidValueError(f"conditional needs a labelled data set; "
+                                    f"{self.dataset!r} has no labels")
         check_positive_float("beta", self.beta, allow_zero=True)
         for name in ("warmup_epochs", "n_validation", "max_train", "seed", "log_px_every"):
             value = getattr(self, name)
@@ -125,13 +151,21 @@ class TrainConfig:
         """The ``ModelConfig`` of this run's model (data_dim from the data set)."""
         fields = ({f.name for f in dataclasses.fields(ModelConfig)}
                   & {f.name for f in dataclasses.fields(TrainConfig)})
-        return ModelConfig(data_dim=datasets.data_dim(self.dataset),
+        num_labels = datasets.NUM_LABELS[self.dataset] if self.conditional else 0
+        return ModelConfig(data_dim=datasets.data_dim(self.dataset), num_labels=num_labels,
                            **{f: getattr(self, f) for f in fields})
 
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["hidden_dims"] = list(self.hidden_dims)
         return d
+
+    def lr_at(self, epoch):
+        """The learning rate in ``epoch`` (0-based), by ``schedule``."""
+        if self.schedule == "iwae":  # stage i lasts 3**i epochs: it starts at (3**i - 1) / 2
+            stage = int(np.floor(np.log(2 * epoch + 1) / np.log(3) + 1e-9))
+            return self.lr * 10 ** (-stage / 7)
+        return self.lr * self.lr_decay**epoch
 
     def beta_at(self, epoch):
         """KL weight in ``epoch`` (0-based): ``beta * (epoch + 1) / warmup_epochs`` during
@@ -282,19 +316,22 @@ def fixed_inputs(pre, images, seed):
     return pre(images, np.random.default_rng([seed, 99]))
 
 
-def evaluate_elbo(model, x, rng, batch_size=1000):
-    """Mean ELBO, reconstruction term and KL over ``x`` with sampled z (never z = mu)."""
+def evaluate_elbo(model, x, rng, batch_size=1000, y=None):
+    """Mean ELBO, reconstruction term and KL over ``x`` (labels ``y`` for a conditional
+    model) with sampled z (never z = mu)."""
     rec_sum = kl_sum = 0.0
     for i in range(0, len(x), batch_size):
-        rec, kl = model.elbo_terms(x[i:i + batch_size], rng=rng)
+        rec, kl = model.elbo_terms(x[i:i + batch_size], rng=rng,
+                                   y=None if y is None else y[i:i + batch_size])
         rec_sum += float(rec.sum())
         kl_sum += float(kl.sum())
     n = len(x)
     return {"elbo": (rec_sum - kl_sum) / n, "reconstruction": rec_sum / n, "kl": kl_sum / n}
 
 
-def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20_000):
-    """Mean importance-weighted estimate of log p(x) over ``x`` (``VAE.log_likelihood``).
+def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20_000, y=None):
+    """Mean importance-weighted estimate of log p(x) over ``x`` (``VAE.log_likelihood``;
+    log p(x|y) with the labels ``y`` of a conditional model).
 
     Runs ``rows_per_call // num_samples`` images at a time, with a progress bar
     if ``progress``.
@@ -305,7 +342,8 @@ def estimate_log_px(model, x, num_samples, rng, progress=False, rows_per_call=20
     with tqdm(total=len(x), desc=f"log p(x), k={num_samples}", unit="image",
               disable=not progress, leave=False) as bar:
         for i in range(0, len(x), batch):
-            ll = model.log_likelihood(x[i:i + batch], num_samples=num_samples, rng=rng)
+            ll = model.log_likelihood(x[i:i + batch], num_samples=num_samples, rng=rng,
+                                      y=None if y is None else y[i:i + batch])
             total += float(ll.sum())
             bar.update(len(ll))
     return total / len(x)
@@ -335,7 +373,7 @@ def start_run(config, out):
     check_new_run_folder(out)
     rng = np.random.default_rng(config.seed)
     model = VAE.from_config(config.model_config(), rng)
-    return model, Adam(lr=config.lr), rng, []
+    return model, Adam(lr=config.lr, eps=config.adam_eps), rng, []
 
 
 def resume_run(config, out):
@@ -367,14 +405,19 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
     signal has come, the epoch ends early and returns None.
     """
     beta = config.beta_at(epoch)
-    sums = np.zeros(3)  # loss, reconstruction, KL summed over examples
+    sums = np.zeros(3)  # loss and the two terms (or, for "iwae", NaN and the ESS), summed
     n_batches = -(-len(train) // config.batch_size)
     bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
                desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
                unit="batch")
     for step, idx in enumerate(bar, start=epoch * n_batches + 1):
         x = pre(train.images[idx], rng)  # (B, D)
-        loss, grads, terms = model.loss_and_grads(x, rng=rng, beta=beta)
+        y = train.labels[idx] if config.conditional else None  # (B,)
+        if config.objective == "iwae":
+            loss, grads, terms = model.iwae_loss_and_grads(x, config.k, rng=rng, y=y)
+            terms = {"reconstruction": np.full(len(idx), np.nan), "kl": terms["ess"]}
+        else:
+            loss, grads, terms = model.loss_and_grads(x, rng=rng, beta=beta, y=y)
         try:
             if not np.isfinite(loss):
                 raise NonFiniteGradientError(f"the loss is {loss}")
@@ -389,6 +432,9 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
             bar.close()
             return None
     n = len(train)
+    if config.objective == "iwae":  # no split into two terms; the weights' ESS instead
+        return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
+                "train_ess": sums[2] / n}
     return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
             "train_reconstruction": sums[1] / n, "train_kl": sums[2] / n}
 
@@ -421,19 +467,22 @@ def fit(config, out, resume=False, data_dir=None, download=True, progress=True, 
                                  else data)
         # With n_validation = 0 (all training images are used, as in the papers) the
         # per-epoch check runs on the test set instead; history.csv calls it "val" either way.
-        x_val = fixed_inputs(pre, (val if len(val) else test).images, config.seed)
+        held = val if len(val) else test
+        x_val = fixed_inputs(pre, held.images, config.seed)
+        y_val = held.labels if config.conditional else None
         for epoch in range(len(history), config.epochs):
-            row = run_epoch(model, opt, train, pre, x_val, config, epoch, rng, progress, stop,
-                            out)
+            row = run_epoch(model, opt, train, pre, (x_val, y_val), config, epoch, rng, progress,
+                            stop, out)
             history.append(row)
             save_checkpoint(out / "checkpoint.npz", model, opt, {
                 "epoch": epoch + 1, "train_config": config.to_dict(), "history": history,
                 "rng_state": rng.bit_generator.state})
             write_history(out / "history.csv", history)
+            terms = (f"ess {row['train_ess']:5.2f}" if "train_ess" in row else
+                     f"rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}")
             log(f"epoch {epoch + 1:3d}/{config.epochs}  loss {row['train_loss']:8.3f}  "
-                f"(rec {row['train_reconstruction']:8.3f}, kl {row['train_kl']:6.3f}, "
-                f"beta {row['beta']:.2f})  val ELBO {row['val_elbo']:8.3f}  "
-                f"{row['seconds']:.1f}s"
+                f"({terms}, beta {row['beta']:.2f})  val ELBO {row['val_elbo']:8.3f}  "
+                f"active {row['val_active_units']:.0f}  {row['seconds']:.1f}s"
                 + (f"  log p(x) {row['val_log_px']:.3f}" if "val_log_px" in row else ""))
             if stop["signum"] is not None:
                 _interrupted(stop["signum"], out, epoch + 1)
@@ -448,14 +497,15 @@ def _interrupted(signum, out, epochs_done):
         f"training stopped by {signal.Signals(signum).name}; {saved}", signum)
 
 
-def run_epoch(model, opt, train, pre, x_val, config, epoch, rng, progress, stop, out):
-    """Train one epoch, then validate: the epoch's row of the history.
+def run_epoch(model, opt, train, pre, held_out, config, epoch, rng, progress, stop, out):
+    """Train one epoch, then validate on ``held_out = (x, y)``: the epoch's row of the history.
 
     Raises ``TrainingDiverged`` or ``TrainingInterrupted`` before anything of the
     epoch is saved.
     """
     t0 = time.perf_counter()
-    opt.lr = config.lr * config.lr_decay**epoch
+    x_val, y_val = held_out
+    opt.lr = config.lr_at(epoch)
     advice = (f"{_last_good(out / 'checkpoint.npz', epoch)} Try a smaller learning rate "
               f"(was {opt.lr:g}): numpy-vae train --resume --out {out} --lr "
               f"{config.lr / 10:g}" if epoch else "Try a smaller learning rate "
@@ -468,13 +518,16 @@ def run_epoch(model, opt, train, pre, x_val, config, epoch, rng, progress, stop,
     if terms is None:
         _interrupted(stop["signum"], out, epoch)
     row = {"epoch": epoch + 1, **terms}
-    val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]))
+    val_terms = evaluate_elbo(model, x_val, np.random.default_rng([config.seed, epoch, 1]),
+                              y=y_val)
     row.update({f"val_{k}": v for k, v in val_terms.items()}, seconds=time.perf_counter() - t0)
+    row["val_active_units"] = model.active_units(x_val, y=y_val)[0]
     if config.log_px_every and ((epoch + 1) % config.log_px_every == 0
                                 or epoch + 1 == config.epochs):  # not in "seconds"
+        n = config.log_px_examples
         row["val_log_px"] = estimate_log_px(
-            model, x_val[:config.log_px_examples], config.log_px_samples,
-            np.random.default_rng([config.seed, epoch, 2]), progress)
+            model, x_val[:n], config.log_px_samples, np.random.default_rng([config.seed, epoch, 2]),
+            progress, y=None if y_val is None else y_val[:n])
     row = {k: (v if k == "epoch" else float(v)) for k, v in row.items()}
     if not (all_finite(model.params) and all_finite(opt.m) and all_finite(opt.v)
             and np.isfinite(row["val_elbo"])):

@@ -1,5 +1,6 @@
 """The fit loop: history, checkpoints, exact resume, divergence, config checks."""
 
+import itertools
 import platform
 import subprocess
 import sys
@@ -177,3 +178,73 @@ def test_log_px_estimates_leave_training_unchanged_and_bound_above_the_elbo(tmp_
     assert np.isnan(read_history(tmp_path / "plain" / "history.csv")[2]["val_log_px"])
     assert [{**r, "seconds": 0} for r in plain_hist] == [
         {k: v for k, v in r.items() if k != "val_log_px"} | {"seconds": 0} for r in hist]
+
+
+# ---------------------------------------------------------------------------- beyond the ELBO
+
+
+def test_the_iwae_schedule_is_3_to_the_i_epochs_at_lr_times_10_to_the_minus_i_over_7():
+    config = TrainConfig(schedule="iwae", lr=1e-3, epochs=3280)
+    rates = [config.lr_at(e) for e in range(3280)]
+    stages = [len(list(g)) for _, g in itertools.groupby(rates)]
+    assert stages == [3**i for i in range(8)] and sum(stages) == 3280
+    np.testing.assert_allclose(sorted(set(rates), reverse=True),
+                               [1e-3 * 10 ** (-i / 7) for i in range(8)], rtol=1e-12)
+    assert TrainConfig(lr=0.1, lr_decay=0.5).lr_at(3) == pytest.approx(0.1 * 0.5**3)
+
+
+def test_training_on_the_importance_weighted_bound(tmp_path):
+    model, history = run(tmp_path, "iwae", objective="iwae", k=4, epochs=3, adam_eps=1e-4)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    for row in history:
+        assert 1 <= row["train_ess"] <= 4 and 0 <= row["val_active_units"] <= 2
+        assert "train_kl" not in row
+    _, opt, meta = load_checkpoint(tmp_path / "iwae" / "checkpoint.npz")
+    assert meta["train_config"]["objective"] == "iwae" and meta["train_config"]["k"] == 4
+    assert opt.eps == 1e-4
+    rows = read_history(tmp_path / "iwae" / "history.csv")
+    assert np.isnan(rows[0]["train_kl"]) and rows[0]["train_ess"] == pytest.approx(
+        history[0]["train_ess"])
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"k": 5}, "with objective 'elbo' it must be 1"),
+    ({"objective": "iwae", "k": 5, "beta": 0.5}, "has no KL weight"),
+    ({"objective": "vr"}, "objective must be one of"),
+    ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"adam_eps": 0.0}, "adam_eps must be a finite number > 0"),
+    ({"conditional": True, "dataset": "frey-face", "likelihood": "gaussian"},
+     "needs a labelled data set"),
+])
+def test_objective_settings_are_checked(kw, message):
+    with pytest.raises(NumpyVAEError, match=message):
+        TrainConfig(**kw)
+
+
+def test_a_conditional_run_trains_draws_a_chosen_label_and_pictures_styles(tmp_path):
+    model, history = run(tmp_path, "cond", conditional=True, epochs=2)
+    assert model.num_labels == 5 and history[-1]["val_elbo"] > history[0]["val_elbo"]
+    from test_cli import cli
+    out = tmp_path / "cond"
+    r = cli("sample", out, "-n", "6", "--label", "3", "--out", tmp_path / "three.png")
+    assert r.returncode == 0 and (tmp_path / "three.png").stat().st_size > 100, r.stderr
+    r = cli("sample", out, "-n", "6", "--label", "7")
+    assert r.returncode == 2 and "--label must be below 5" in r.stderr
+    r = cli("evaluate", out, "-k", "3", "--max-examples", "20", "--quiet")
+    assert r.returncode == 0 and "log p(x|y)" in r.stdout and "active units" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_conditional_mnist_model_draws_each_digit_at_z_zero(tmp_path, require_data):
+    """The decoded mean at z = 0 for label c is nearest (Euclidean) to the mean training
+    image of digit c, for at least 9 of the 10 digits."""
+    require_data("mnist")
+    config = TrainConfig(dataset="mnist", conditional=True, hidden_dims=(128,), latent_dim=8,
+                         epochs=2, batch_size=100, n_validation=1000)
+    model, _ = fit(config, tmp_path / "mnist", progress=False, log=lambda s: None)
+    train, _, _, pre = train_module.load_run_data(config)
+    x = pre(train.images)
+    means = np.stack([x[train.labels == c].mean(axis=0) for c in range(10)])  # (10, D)
+    drawn = model.sample(10, None, z=np.zeros((10, 8), np.float32), y=np.arange(10))
+    nearest = ((drawn[:, None, :] - means[None]) ** 2).sum(axis=2).argmin(axis=1)
+    assert (nearest == np.arange(10)).sum() >= 9, nearest
