@@ -13,35 +13,47 @@ from conftest import make_small_model
 torch = pytest.importorskip("torch")
 
 
-def torch_loss(model, x, eps, beta):
-    """The batch mean of -(log P(x|z) - beta KL), written with torch operations."""
-    c = model.config
+def torch_model(model):
+    """The model's parameters as leaf tensors, and ``net(prefix, h)`` running one MLP."""
     p = {k: torch.tensor(v, requires_grad=True) for k, v in model.params.items()}
     act = {"relu": torch.relu, "tanh": torch.tanh, "softplus": torch.nn.functional.softplus,
-           "leaky_relu": torch.nn.functional.leaky_relu, "sigmoid": torch.sigmoid}[c.activation]
+           "leaky_relu": torch.nn.functional.leaky_relu,
+           "sigmoid": torch.sigmoid}[model.config.activation]
+    layers = {"encoder.": model.encoder.n_layers, "decoder.": model.decoder.n_layers}
 
-    def mlp(prefix, h, n_layers):
-        for i in range(n_layers):
+    def net(prefix, h):
+        for i in range(layers[prefix]):
             h = h @ p[f"{prefix}W{i}"] + p[f"{prefix}b{i}"]
-            if i < n_layers - 1:
+            if i < layers[prefix] - 1:
                 h = act(h)
         return h
 
+    return p, net
+
+
+def torch_log_px(c, out, x):
+    """log P(x|z) summed over pixels from the decoder output ``out`` (..., D or 2D)."""
+    D = c.data_dim
+    mean = torch.sigmoid(out[..., :D]) if c.decoder_mean == "sigmoid" else out[..., :D]
+    if c.likelihood == "bernoulli":
+        return -torch.nn.functional.binary_cross_entropy_with_logits(
+            out, x, reduction="none").sum(-1)
+    if c.likelihood == "gaussian":
+        var = c.min_variance + torch.nn.functional.softplus(out[..., D:])
+        return torch.distributions.Normal(mean, var.sqrt()).log_prob(x).sum(-1)
+    return torch.distributions.Normal(mean, c.fixed_variance ** 0.5).log_prob(x).sum(-1)
+
+
+def torch_loss(model, x, eps, beta):
+    """The batch mean of -(log P(x|z) - beta KL), written with torch operations."""
+    c = model.config
+    p, net = torch_model(model)
     x, eps = torch.tensor(x), torch.tensor(eps)
-    Z, D = c.latent_dim, c.data_dim
-    h = mlp("encoder.", x, model.encoder.n_layers)
+    Z = c.latent_dim
+    h = net("encoder.", x)
     mu, logvar = h[:, :Z], h[:, Z:]
     z = mu + torch.exp(0.5 * logvar) * eps
-    out = mlp("decoder.", z, model.decoder.n_layers)
-    mean = torch.sigmoid(out[:, :D]) if c.decoder_mean == "sigmoid" else out[:, :D]
-    if c.likelihood == "bernoulli":
-        rec = -torch.nn.functional.binary_cross_entropy_with_logits(
-            out, x, reduction="none").sum(1)
-    elif c.likelihood == "gaussian":
-        var = c.min_variance + torch.nn.functional.softplus(out[:, D:])
-        rec = torch.distributions.Normal(mean, var.sqrt()).log_prob(x).sum(1)
-    else:
-        rec = torch.distributions.Normal(mean, c.fixed_variance ** 0.5).log_prob(x).sum(1)
+    rec = torch_log_px(c, net("decoder.", z), x)
     kl = torch.distributions.kl_divergence(
         torch.distributions.Normal(mu, torch.exp(0.5 * logvar)),
         torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(mu))).sum(1)
@@ -74,17 +86,8 @@ def torch_iwae_loss(model, x, eps, y=None):
     torch.distributions; a conditional model's networks read ``[., onehot(y)]``.
     """
     c = model.config
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in model.params.items()}
-    act = {"relu": torch.relu, "tanh": torch.tanh, "softplus": torch.nn.functional.softplus,
-           "leaky_relu": torch.nn.functional.leaky_relu, "sigmoid": torch.sigmoid}[c.activation]
+    p, net = torch_model(model)
     normal = torch.distributions.Normal
-
-    def mlp(prefix, h, n_layers):
-        for i in range(n_layers):
-            h = h @ p[f"{prefix}W{i}"] + p[f"{prefix}b{i}"]
-            if i < n_layers - 1:
-                h = act(h)
-        return h
 
     def with_labels(a, labels):  # labels (..., ) int -> [a, onehot(labels)]
         if labels is None:
@@ -95,22 +98,12 @@ def torch_iwae_loss(model, x, eps, y=None):
     x, eps = torch.tensor(x), torch.tensor(eps)  # (B, D), (B, k, Z)
     y = None if y is None else torch.tensor(y)
     B, k, Z = eps.shape
-    D = c.data_dim
-    h = mlp("encoder.", with_labels(x, y), model.encoder.n_layers)
+    h = net("encoder.", with_labels(x, y))
     mu, std = h[:, None, :Z], torch.exp(0.5 * h[:, None, Z:])  # (B, 1, Z)
     z = mu + std * eps  # (B, k, Z)
     y_k = None if y is None else y[:, None].expand(B, k)
-    out = mlp("decoder.", with_labels(z, y_k), model.decoder.n_layers)  # (B, k, .)
-    x_k = x[:, None, :].expand(B, k, D)
-    mean = torch.sigmoid(out[..., :D]) if c.decoder_mean == "sigmoid" else out[..., :D]
-    if c.likelihood == "bernoulli":
-        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(
-            out, x_k, reduction="none").sum(-1)
-    elif c.likelihood == "gaussian":
-        var = c.min_variance + torch.nn.functional.softplus(out[..., D:])
-        log_px = normal(mean, var.sqrt()).log_prob(x_k).sum(-1)
-    else:
-        log_px = normal(mean, c.fixed_variance ** 0.5).log_prob(x_k).sum(-1)
+    out = net("decoder.", with_labels(z, y_k))  # (B, k, .)
+    log_px = torch_log_px(c, out, x[:, None, :].expand(B, k, c.data_dim))  # (B, k)
     log_pz = normal(torch.zeros_like(z), torch.ones_like(z)).log_prob(z).sum(-1)  # (B, k)
     log_qz = normal(mu, std).log_prob(z).sum(-1)  # (B, k)
     bound = torch.logsumexp(log_px + log_pz - log_qz, dim=1) - np.log(k)  # (B,)
