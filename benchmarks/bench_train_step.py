@@ -40,12 +40,24 @@ Parts (``--parts``, comma-separated; default speed,scaling,memory):
            per epoch of numpy_vae in fresh processes with and without it,
            alternated over ``--malloc-repeats``. Only those children change
            malloc's settings; every other figure runs with glibc's defaults.
+  iwae     milliseconds per training step with the importance-weighted bound, k = 5
+           (``model.iwae_loss_and_grads(x, 5, rng=rng)``, ``Adam.step``), against a
+           k = 1 step of the ELBO (``model.loss_and_grads(x, rng=rng)``, ``Adam.step``)
+           of the same model: same architecture, same initial weights, same float32
+           batches, interleaved like the speed part, for each count of ``--threads``;
+           "IWAE / ELBO" is the ratio of the medians over ``--repeats``. Two models:
+           the IWAE paper's (Burda et al. 2015: 784-200-200-50 tanh, Bernoulli, batch
+           100, dynamically binarized MNIST, Adam eps 1e-4) and the speed part's
+           (784-400-20 ReLU, batch 128, grey levels). Each repeat's batches are
+           converted (and binarized) before its blocks, outside the timing, so the
+           two steps see the same inputs. Not in the default parts.
 
 Where the time of one step goes: ``benchmarks/profile_step.py`` (cProfile).
 
 Usage (the full measurement, on an idle machine):
   NUMPY_VAE_DATA=/path/to/data python benchmarks/bench_train_step.py \\
-      --parts speed,scaling,memory,malloc --threads 2 1 --repeats 15 --baseline /path/to/old/tree
+      --parts speed,scaling,memory,malloc,iwae --threads 2 1 --repeats 15 \\
+      --baseline /path/to/old/tree
 Quick look: python benchmarks/bench_train_step.py --parts speed --threads 1 --steps 20 --repeats 3
 
 PyTorch is optional (``pip install torch``); without it only numpy_vae's
@@ -76,10 +88,17 @@ except ImportError:
     threadpool_info = threadpool_limits = None
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("speed", "scaling", "memory", "malloc")
+PARTS = ("speed", "scaling", "memory", "malloc", "iwae")
 STEPS_PER_EPOCH = 469  # ceil(60000 / 128)
 D, H, Z = 784, 400, 20
 KERNEL_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # the rerun's child goes without both
+IWAE_K = 5
+# The iwae part's models: (label, hidden_dims, latent_dim, activation, batch size,
+# dynamic binarization, Adam's eps). The first is the iwae-paper-k5 preset's model.
+IWAE_MODELS = (
+    ("784-200-200-50 tanh, B=100, binarized", (200, 200), 50, "tanh", 100, True, 1e-4),
+    ("784-400-20 ReLU, B=128, grey", (H,), Z, "relu", 128, False, 1e-8),
+)
 
 
 # ----------------------------------------------------------------------------- data
@@ -477,6 +496,90 @@ def part_speed_default_kernel(rows, args):
           "numpy_vae / PyTorch ratios rather than their seconds.")
 
 
+# ----------------------------------------------------------------------------- iwae
+
+
+def iwae_trainers(hidden, latent, activation, adam_eps, seed=0):
+    """Two copies of one model (same weights), each with its Adam; returns ``{name: step}``.
+
+    ``step(x)`` takes a float32 batch (B, 784): "ELBO" is ``loss_and_grads`` (k = 1,
+    closed-form KL), "IWAE" ``iwae_loss_and_grads`` with k = IWAE_K; then ``Adam.step``.
+    """
+    def make(objective):
+        model = numpy_vae.VAE(D, hidden, latent, likelihood="bernoulli", activation=activation,
+                              dtype=np.float32, rng=np.random.default_rng(seed))
+        opt = numpy_vae.Adam(lr=1e-3, eps=adam_eps)
+        rng = np.random.default_rng(seed + 1)
+
+        def step(x):
+            if objective == "iwae":
+                loss, grads, terms = model.iwae_loss_and_grads(x, IWAE_K, rng=rng)
+            else:
+                loss, grads, terms = model.loss_and_grads(x, rng=rng)
+            opt.step(model.params, grads)
+            return loss
+
+        return step
+
+    return {"ELBO": make("elbo"), "IWAE": make("iwae")}
+
+
+def iwae_rows(images, args):
+    """Time the ELBO and IWAE steps interleaved for each model and thread count."""
+    from numpy_vae.data import binarize_dynamic
+
+    rows = []
+    for m, (label, hidden, latent, activation, batch_size, binarize, adam_eps) in enumerate(
+            IWAE_MODELS):
+        for n in args.threads:
+            rng = np.random.default_rng(100 * m + n)
+            data = [batches(images, batch_size, args.steps, rng) for _ in range(args.repeats)]
+            prepared = {}
+
+            def inputs(r, data=data, prepared=prepared, binarize=binarize):
+                """Repeat r's float32 batches, made once (outside the timing) for both steps."""
+                r %= len(data)  # the warm-up asks for -1: the last repeat's batches
+                if r not in prepared:
+                    prepared.clear()  # one repeat's batches in memory at a time
+                    bin_rng = np.random.default_rng(r)
+                    prepared[r] = [binarize_dynamic(to_float(b), bin_rng) if binarize
+                                   else to_float(b) for b in data[r]]
+                return prepared[r]
+
+            steps = iwae_trainers(hidden, latent, activation, adam_eps)
+            with Threads(n):
+                times, _ = interleaved(steps, inputs, args.repeats)
+            ratio, spread = ratio_summary(times["IWAE"], times["ELBO"])
+            rows.append({"model": label, "threads": n, "batch_size": batch_size,
+                         "elbo_ms": 1e3 * float(np.median(times["ELBO"])),
+                         "iwae_ms": 1e3 * float(np.median(times["IWAE"])),
+                         "ratio": ratio, "spread": spread})
+            if args.verbose:
+                for k, v in times.items():
+                    print(f"  {label}, {n} thr {k:4s} ms/step: "
+                          + " ".join(f"{1e3 * t:.2f}" for t in v))
+    return rows
+
+
+def part_iwae(images, args):
+    print(f"\n## IWAE k={IWAE_K} against ELBO: milliseconds per training step, interleaved\n")
+    print(f"BLAS kernel: {blas_kernel()}\n")
+    rows = iwae_rows(images, args)
+    print(f"| model | threads | ELBO step ms | IWAE k={IWAE_K} step ms | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['threads']} | {r['elbo_ms']:.2f} | {r['iwae_ms']:.2f} "
+              f"| **{r['ratio']:.2f}** |")
+    print(f"\n{args.steps} steps x {args.repeats} repeats per cell; medians over repeats; "
+          f"ratio = IWAE / ELBO, the ratio of the medians (per repeat, min to max: "
+          + "; ".join(f"{r['model'].split()[0]} {r['threads']} thr "
+                      f"{r['spread'][0]:.2f}-{r['spread'][2]:.2f}" for r in rows) + ").")
+    print(f"The IWAE step runs the encoder once, on the B rows of the batch, and only the "
+          f"decoder (with the log-weights) on B*k = {IWAE_K}B rows, while Adam's update costs "
+          f"the same in both steps, so with k = {IWAE_K} the ratio can be well under {IWAE_K}.")
+    return rows
+
+
 # ----------------------------------------------------------------------------- scaling
 
 
@@ -647,8 +750,8 @@ def parse_args(argv):
     p.add_argument("--parts", default="speed,scaling,memory",
                    help="comma-separated: " + ", ".join(PARTS) + " "
                         "(default: speed,scaling,memory)")
-    p.add_argument("--steps", type=int, default=50, help="steps per timed block (speed)")
-    p.add_argument("--repeats", type=int, default=15, help="interleaved blocks (speed)")
+    p.add_argument("--steps", type=int, default=50, help="steps per timed block (speed, iwae)")
+    p.add_argument("--repeats", type=int, default=15, help="interleaved blocks (speed, iwae)")
     p.add_argument("--baseline", type=Path, help="an older numpy_vae source tree to time too")
     p.add_argument("--scaling-steps", type=int, default=20)
     p.add_argument("--scaling-repeats", type=int, default=5)
@@ -661,7 +764,8 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count() or 1}),
                    help="thread counts to run, for BLAS and PyTorch alike "
                         "(default: 1 and all cores)")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="speed, memory, malloc (the iwae part's batch sizes are its models')")
     p.add_argument("--no-torch", action="store_true", help="time numpy_vae only")
     p.add_argument("--out-dir", type=Path, default=HERE, help="where scaling.png goes")
     p.add_argument("--verbose", action="store_true", help="print every timed block")
@@ -684,7 +788,7 @@ def main(argv=None):
         import_torch()
     baseline = import_baseline(args.baseline) if args.baseline else None
     parts = args.parts_set
-    images, source = load_images() if parts & {"speed", "scaling"} else (None, None)
+    images, source = load_images() if parts & {"speed", "scaling", "iwae"} else (None, None)
     if args.kernel_child:  # the speed part only, and its rows for the parent
         rows = part_speed(images, args, baseline, heading=False)
         return print(json.dumps({"kernel": blas_kernel(short=True), "rows": rows}))
@@ -707,6 +811,8 @@ def main(argv=None):
         part_memory(args)
     if "malloc" in parts:
         part_malloc(args)
+    if "iwae" in parts:
+        part_iwae(images, args)
     print(f"\nPeak RSS of this process (with PyTorch loaded, if it is): {peak_rss_mb():.0f} MB; "
           f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}; "
           f"took {time.perf_counter() - t0:.0f} s")

@@ -103,6 +103,23 @@ def test_train_step_benchmark_without_torch():
     assert all(row[2] == row[3] == "-" for row in rows)  # no PyTorch columns
 
 
+def test_train_step_benchmark_iwae_part():
+    """--parts iwae: a row per model and thread count, the ELBO and IWAE columns filled."""
+    r = script("bench_train_step.py", "--parts", "iwae", *TINY, "--threads", "1", "2",
+               "--no-torch")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert_machine_printed(out, with_torch=False)
+    iwae = section(out, "## IWAE k=5 against ELBO")
+    assert "BLAS kernel: " in iwae
+    assert "| model | threads | ELBO step ms | IWAE k=5 step ms | ratio |" in iwae
+    rows = table_rows(iwae, "## IWAE k=5 against ELBO")
+    assert [(row[0].split()[0], row[1]) for row in rows] == [
+        ("784-200-200-50", "1"), ("784-200-200-50", "2"), ("784-400-20", "1"), ("784-400-20", "2")]
+    assert all(number(cell) > 0 for row in rows for cell in row[2:])
+    assert "the encoder once" in iwae and "B*k = 5B rows" in iwae
+
+
 def test_profile_step_prints_the_top_functions():
     r = script("profile_step.py", "--steps", "3", "--top", "8")
     assert r.returncode == 0, r.stderr
