@@ -3,8 +3,11 @@
 Every check must pass the library's own functions (or, where the library has
 none, a right answer written here), fail each planted mistake below with the
 matching diagnosis, and turn a student function that raises, returns None or
-the wrong shape into a failed result, never an exception.
+the wrong shape into a failed result, never an exception; only an unfilled
+blank (NotImplementedError) passes through, recorded as not attempted.
 """
+
+import json
 
 import numpy as np
 import pytest
@@ -52,8 +55,9 @@ def adam_library(p, g, m, v, t, lr, b1, b2, eps):
 
 
 def log_mean_exp(a):
-    top = a.max(axis=1, keepdims=True)
-    return top[:, 0] + np.log(np.mean(np.exp(a - top), axis=1))
+    """The library's log-mean-exp, the answer key, as a student's function: (B, k) -> (B,)."""
+    L, _ = dist.log_mean_exp(a)
+    return L
 
 
 def log_normal(z, mu, logvar):  # z (B, k, Z), mu and logvar (B, 1, Z) -> (B, k)
@@ -607,6 +611,31 @@ def test_a_broken_function_gives_a_failed_result_not_an_exception(check, bad, ph
     result = check(bad)
     assert isinstance(result, ex.Result) and not result.passed
     assert phrase in result.diagnosis and result.worst_error == float("inf")
+
+
+def not_filled_in(*args):
+    raise NotImplementedError("write kl = 1/2 sum_j (exp(v) - (1 + v) + mu^2)")
+
+
+@pytest.mark.parametrize("check", CHECKS.values(), ids=CHECKS.keys())
+def test_an_unfilled_blank_passes_through_with_its_hint(check):
+    with pytest.raises(NotImplementedError, match="write kl = 1/2"):
+        check(not_filled_in)
+
+
+def test_every_check_run_is_recorded_for_the_grader(tmp_path, monkeypatch):
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv(ex.RECORD_ENV, str(record))
+    ex.check_kl(dist.kl_standard_normal, dist.kl_standard_normal_backward, verbose=False)
+    ex.check_kl(*KL_CASES[0][1], verbose=False)
+    with pytest.raises(NotImplementedError):
+        ex.check_kl(not_filled_in, not_filled_in)
+    ex.check_log_mean_exp(raises, verbose=False)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(r["exercise"], r["status"]) for r in lines] == [
+        ("kl", "passed"), ("kl", "failed"), ("kl", "not attempted"), ("log_mean_exp", "failed")]
+    assert "missing 1/2" in lines[1]["diagnosis"] and lines[0]["diagnosis"] is None
+    assert "raised ZeroDivisionError" in lines[3]["diagnosis"]
 
 
 def test_a_backward_that_breaks_only_after_a_good_forward_is_named():
