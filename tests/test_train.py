@@ -142,7 +142,7 @@ FAULTS_SCRIPT = """
 import resource
 
 import numpy as np
-from numpy_vae.train import keep_freed_memory
+from numpy_vae.runfolder import keep_freed_memory
 took = keep_freed_memory()
 def step():  # an 8 MB temporary, written, then freed, as a training step's are
     return float((np.ones((1024, 1024)) * 2)[0, 0])
