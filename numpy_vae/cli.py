@@ -1,4 +1,4 @@
-"""The command line: ``numpy-vae train | evaluate | sample`` (also ``python -m numpy_vae``).
+"""The command line: ``numpy-vae train|evaluate|sample|exercises|grade`` (``python -m numpy_vae``).
 
 Exit statuses:
   0    done
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, plots
+from . import __version__, grading, plots
 from . import data as datasets
 from .checkpoint import load_checkpoint, write_json
 from .errors import InvalidValueError, NumpyVAEError
@@ -181,6 +181,22 @@ def build_parser():
     s.add_argument("--label", type=_nonnegative_int,
                    help="conditional runs: draw this class (default: every class in turn)")
 
+    x = sub.add_parser("exercises", help="write the student versions of the notebooks: each "
+                       "solution replaced by its hint")
+    x.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+                   help="the solution notebooks (default: notebooks)")
+    x.add_argument("--out", type=Path, default=Path("exercises"),
+                   help="folder for the exercise notebooks (default: exercises)")
+
+    g = sub.add_parser("grade", help="run submitted exercise notebooks; one CSV row per student "
+                       "and exercise")
+    g.add_argument("folder", type=Path, help="a notebook per student, or a folder per student")
+    g.add_argument("--out", type=Path, default=Path("grades.csv"),
+                   help="the CSV to write (default: grades.csv)")
+    g.add_argument("--timeout", type=_positive_int, default=grading.DEFAULT_TIMEOUT,
+                   help="seconds each cell may run before it is interrupted "
+                        f"(default: {grading.DEFAULT_TIMEOUT})")
+
     for sp in (t, e, s):
         sp.add_argument("--data-dir", type=Path, help=f"data folder (default ${datasets.DATA_ENV}"
                         " or the per-user cache)")
@@ -320,13 +336,38 @@ def cmd_sample(args):
     return 0
 
 
+def cmd_exercises(args):
+    paths = grading.write_exercises(args.notebooks, args.out)
+    for path in paths:
+        print(f"written: {path}")
+    if not paths:
+        print(f"no notebook in {args.notebooks} has a solution block: nothing written")
+    return 0
+
+
+def _report_grades(student, grades, seconds):
+    passed = sum(g.result == grading.PASSED for g in grades)
+    notebooks = ", ".join(dict.fromkeys(g.notebook for g in grades))
+    print(f"{student}: {notebooks}: {passed} of {len(grades)} passed ({seconds:.0f} s)", flush=True)
+
+
+def cmd_grade(args):
+    grades = grading.grade_folder(args.folder, args.timeout, skip=[args.out],
+                                  report=_report_grades)
+    grading.write_grades(grades, args.out)
+    students = len({g.student for g in grades})
+    print(f"written: {args.out} ({len(grades)} rows, {students} students)")
+    return 0
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(signum)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    command = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample}
+    command = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
+               "exercises": cmd_exercises, "grade": cmd_grade}
     where = f"numpy-vae {args.command}"
     for s in (signal.SIGTERM, signal.SIGHUP):  # like Ctrl-C (training: at a safe point)
         signal.signal(s, _raise_interrupt)
