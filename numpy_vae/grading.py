@@ -22,7 +22,8 @@ diagnosis, "not attempted", "error: ..." or "timed out". A broken submission
 never stops the grading. The notebooks run the student's code with your
 rights: grade untrusted work inside a container or a throw-away account.
 
-Needs nbformat and nbclient (with ipykernel): ``pip install "numpy_vae[teach]"``.
+Needs nbformat, nbclient and ipykernel, the extras ``teach``
+(``pip install -e ".[teach]"`` in the repository).
 """
 
 import copy
@@ -47,6 +48,7 @@ TAG = "numpy_vae"  # the key of the cell and notebook metadata this module reads
 NOTE_ID = "exercise-version"  # the id of the note the student version gets under its first cell
 PASSED, NOT_ATTEMPTED, TIMED_OUT = "passed", "not attempted", "timed out"
 KERNEL_DIED = "error: the kernel died"
+KERNEL_STUCK = "error: not run, the kernel ignored the interrupt of a cell that timed out"
 GRADES_HEADER = ("student", "notebook", "exercise", "result")
 DEFAULT_TIMEOUT = 120  # seconds each cell of a submission may run
 _TIMEOUT_MARK = "numpy_vae_timed_out"  # in the reply nbclient makes up for an interrupted cell
@@ -66,8 +68,9 @@ def _notebook_packages():
         import nbclient
         import nbformat
     except ImportError as e:
-        raise MissingPackageError(f"this needs nbformat and nbclient: pip install "
-                                  f"'numpy_vae[teach]' ({e})") from None
+        raise MissingPackageError(f"this needs nbformat, nbclient and ipykernel, the extras "
+                                  f"'teach' (pip install -e '.[teach]' in the repository): "
+                                  f"{e}") from None
     return nbformat, nbclient
 
 
@@ -239,12 +242,27 @@ def _quiet_log():
     return log
 
 
+class _KernelStuck(Exception):
+    """The kernel ignored the interrupt after a timeout (a loop that catches KeyboardInterrupt)."""
+
+
+async def _responds(kc, seconds=5):
+    """Whether the kernel answers a kernel_info request within ``seconds`` (idle, not stuck)."""
+    try:
+        await kc.kernel_info(reply=True, timeout=seconds)
+    except Exception:  # queue.Empty or TimeoutError: no answer in time
+        return False
+    return True
+
+
 def execute_notebook(nb, timeout=DEFAULT_TIMEOUT):
     """Run every cell of ``nb`` (a copy) in a new kernel, in a temporary folder.
 
     Errors are allowed, so one failing cell does not hide the others. A cell
     running longer than ``timeout`` seconds is interrupted and marked "timed
-    out", and the next cell runs. The kernel runs in quick mode
+    out", and the next cell runs; if the kernel ignores the interrupt, it is
+    stopped and the notebook ends there. So a notebook of n code cells takes
+    at most about n times ``timeout``. The kernel runs in quick mode
     (``NUMPY_VAE_QUICK=1``) with ``exercises.RECORD_ENV`` naming the file its
     checks append to.
     """
@@ -254,10 +272,13 @@ def execute_notebook(nb, timeout=DEFAULT_TIMEOUT):
     def started(cell, cell_index, **_):
         running[0] = cell_index
 
-    def executed(cell, cell_index, execute_reply, **_):
+    async def executed(cell, cell_index, execute_reply, **_):
         content = execute_reply.get("content", {})
         if content.get(_TIMEOUT_MARK):
             cells[cell_index] = TIMED_OUT
+            if not await _responds(client.kc):
+                running[0] = cell_index + 1  # the cells from the next one on never run
+                raise _KernelStuck
         elif content.get("status") == "error":
             cells[cell_index] = (f"error: {content.get('ename', 'Error')}: "
                                  f"{_first_line(content.get('evalue', ''))}")
@@ -270,6 +291,7 @@ def execute_notebook(nb, timeout=DEFAULT_TIMEOUT):
         client = nbclient.NotebookClient(
             nb, kernel_name="python3", timeout=timeout, allow_errors=True,
             interrupt_on_timeout=True, record_timing=False, log=_quiet_log(),
+            shutdown_kernel="immediate",  # a kernel is never reused: no need to wait for it
             error_on_timeout={"ename": "TimeoutError", "evalue": f"over {timeout} s",
                               "traceback": [], _TIMEOUT_MARK: True},
             resources={"metadata": {"path": work}},
@@ -280,6 +302,8 @@ def execute_notebook(nb, timeout=DEFAULT_TIMEOUT):
             client.execute(env=env, stderr=subprocess.DEVNULL)
         except nbclient.exceptions.DeadKernelError:
             stopped = KERNEL_DIED
+        except _KernelStuck:
+            stopped = KERNEL_STUCK
         except Exception as e:  # the kernel did not start, or nbclient gave up on this notebook
             stopped = f"error: the notebook could not be run ({type(e).__name__}: {_first_line(e)})"
         finished = stopped is None

@@ -257,6 +257,23 @@ def test_grading_a_folder_gives_each_submission_its_row(tmp_path):
     assert f"written: {out} ({len(rows) - 1} rows" in r.stdout
 
 
+@pytest.mark.slow
+def test_a_loop_that_ignores_the_interrupt_ends_its_notebook_and_nothing_else(tmp_path):
+    """The kernel is stopped; the exercises after the loop say why they were not graded."""
+    _, student = kl_cells()
+    lme = nbformat.read(NOTEBOOKS / "02_the_lower_bound.ipynb", as_version=4)
+    student.cells += [c for c in lme.cells if grading.exercise_of(c) == "log_mean_exp"]
+    loop = ("    while True:\n        try:\n            sum(range(10**6))\n"
+            "        except KeyboardInterrupt:\n            pass\n")
+    stuck = RIGHT.replace("    return 0.5", loop + "    return 0.5")
+    write(submission(student, stuck), tmp_path / "in" / "stuck.ipynb")
+    write(submission(student, RIGHT), tmp_path / "in" / "fine.ipynb")
+    grades = grading.grade_folder(tmp_path / "in", timeout=5)
+    assert [(g.student, g.exercise, g.result) for g in grades] == [
+        ("fine", "kl", "passed"), ("fine", "log_mean_exp", "passed"),
+        ("stuck", "kl", "timed out"), ("stuck", "log_mean_exp", grading.KERNEL_STUCK)]
+
+
 def test_grading_refuses_what_is_not_a_folder_of_submissions(tmp_path):
     r = cli("grade", tmp_path / "missing")
     assert r.returncode == 2 and "is not a folder" in r.stderr and r.stderr.count("\n") == 1
