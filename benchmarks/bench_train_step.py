@@ -65,7 +65,6 @@ figures are printed.
 """
 
 import argparse
-import ctypes
 import importlib.util
 import json
 import os
@@ -79,6 +78,7 @@ from pathlib import Path
 import numpy as np
 
 import numpy_vae
+from numpy_vae.runfolder import keep_freed_memory
 
 torch = None  # imported by import_torch(), never in the child processes that measure memory
 
@@ -654,23 +654,6 @@ def plot_scaling(results, path, threads):
 # ----------------------------------------------------------------------------- memory, malloc
 
 
-M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3  # glibc's mallopt parameter numbers (malloc.h)
-
-
-def keep_freed_memory(pad_bytes=64 << 20, mmap_threshold=32 << 20):
-    """Ask glibc's malloc to keep freed memory for reuse; True if it took both settings.
-
-    Blocks below ``mmap_threshold`` then come from the heap, and ``pad_bytes``
-    of freed heap stay with the process instead of going back to the system.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc
-        return False
-    return (mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)) == 1
-            and mallopt(M_TOP_PAD, int(pad_bytes)) == 1)
-
-
 def run_epoch_child(args, threads, steps=None, mallopt=False):
     """Run this script's epoch in a fresh process (no PyTorch); return its JSON result."""
     cmd = [sys.executable, __file__, "--epoch-child", "--threads", str(threads),
@@ -787,6 +770,8 @@ def main(argv=None):
     if not args.no_torch:
         import_torch()
     baseline = import_baseline(args.baseline) if args.baseline else None
+    # As `numpy-vae train` does; per process, so PyTorch and the baseline run with it too.
+    kept = keep_freed_memory()
     parts = args.parts_set
     images, source = load_images() if parts & {"speed", "scaling", "iwae"} else (None, None)
     if args.kernel_child:  # the speed part only, and its rows for the parent
@@ -796,6 +781,8 @@ def main(argv=None):
     print("## Machine\n")
     for k, v in machine().items():
         print(f"- {k}: {v}")
+    print(f"- glibc malloc keeps freed memory (numpy_vae.runfolder.keep_freed_memory, as "
+          f"training does): {kept}")
     if torch is None and not args.no_torch:
         print("- PyTorch: not installed, numpy_vae figures only")
     if source:

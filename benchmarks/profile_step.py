@@ -25,6 +25,8 @@ import pstats
 import numpy as np
 from bench_train_step import batches, load_images, machine, numpy_trainer, threadpool_limits
 
+from numpy_vae.runfolder import keep_freed_memory
+
 
 def profile_steps(step, data):
     """Run ``step`` on every batch of ``data`` under cProfile; return the pstats.Stats."""
@@ -52,9 +54,11 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     args = p.parse_args(argv)
 
+    kept = keep_freed_memory()  # as `numpy-vae train` does
     print("## Machine\n")
     for k, v in machine().items():
         print(f"- {k}: {v}")
+    print(f"- glibc malloc keeps freed memory (as training does): {kept}")
     images, source = load_images()
     data = batches(images, args.batch_size, args.steps + 5, np.random.default_rng(0))
     step, _ = numpy_trainer()
