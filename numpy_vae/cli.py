@@ -294,7 +294,7 @@ def cmd_evaluate(args):
           f"{result['bits_per_dim']:.4f} bits/dim"
           + (" (log p(x|y): the labels are given)" if y is not None else ""))
     print(f"  active units (Var_x of E_q[z_u] > 0.01)   {active} of {model.latent_dim}")
-    if config.likelihood != "bernoulli":
+    if model.head.density:
         print("  (a density of continuous values, not a probability: it can exceed 0 and its "
               "bits/dim can be negative; not comparable with figures for 8-bit pixels)")
     path = args.run / f"evaluation-k{k}-seed{args.seed}-n{len(x)}.json"  # one file per setting

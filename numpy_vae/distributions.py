@@ -235,6 +235,8 @@ class BernoulliHead:
 
     outputs_per_pixel = 1
     needs_unit_interval = True  # x must lie in [0, 1]
+    density = False  # log_px is a log-probability (of binary pixels), never above 0
+    mean_can_be_squashed = False  # the logits already pass through a sigmoid
 
     def params(self, h):
         return h  # the logits
@@ -258,6 +260,8 @@ class GaussianHead:
 
     outputs_per_pixel = 2
     needs_unit_interval = False
+    density = True  # log_px is a log-density of continuous pixels: it can exceed 0
+    mean_can_be_squashed = True
 
     def __init__(self, min_variance, sigmoid_mean=False):
         self.min_variance, self.sigmoid_mean = min_variance, sigmoid_mean
@@ -292,6 +296,8 @@ class GaussianFixedHead:
 
     outputs_per_pixel = 1
     needs_unit_interval = False
+    density = True
+    mean_can_be_squashed = True
 
     def __init__(self, variance, sigmoid_mean=False):
         self.variance, self.sigmoid_mean = variance, sigmoid_mean

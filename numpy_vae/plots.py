@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .checkpoint import atomic_write
-from .distributions import kl_standard_normal_per_dim, std_from_logvar
+from .distributions import GaussianHead, kl_standard_normal_per_dim, std_from_logvar
 
 
 def save(fig, path, dpi=100):
@@ -189,7 +189,7 @@ def run_pictures(model, to_images, x, ds, history, out, rng, n_show=40):
     if y is not None:
         paths["styles_by_label"] = save(styles_by_label(model, mu[:8], as_images),
                                         out / "styles_by_label.png")
-    if model.config.likelihood == "gaussian":
+    if isinstance(model.head, GaussianHead):  # a learned variance: draw it
         _, logvar_x = model.decode(mu[:16], labels(16))
         std = std_from_logvar(logvar_x).reshape(-1, *shape)
         paths["decoder_std"] = save(image_grid(std, 8, "decoder standard deviations",

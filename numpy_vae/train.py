@@ -94,9 +94,9 @@ class TrainConfig:
         model = self.model_config()  # validates the model's fields
         self.hidden_dims, self.dtype = model.hidden_dims, model.dtype
         check_choice("preprocess", self.preprocess, datasets.PREPROCESSING)
-        if model.likelihood == "bernoulli" and self.preprocess == "standardize":
-            raise InvalidValueError("preprocess 'standardize' needs a Gaussian likelihood: the "
-                                    "Bernoulli likelihood needs x in [0, 1]")
+        if self.preprocess == "standardize" and model.head().needs_unit_interval:
+            raise InvalidValueError(f"preprocess 'standardize' needs a Gaussian likelihood: the "
+                                    f"{model.likelihood} likelihood needs x in [0, 1]")
         for name in ("epochs", "batch_size", "log_px_samples", "log_px_examples", "k"):
             check_positive_int(name, getattr(self, name))
         for name in ("lr", "lr_decay", "adam_eps"):

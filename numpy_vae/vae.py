@@ -93,12 +93,16 @@ class ModelConfig:
             "decoder_mean": check_choice("decoder_mean", self.decoder_mean, DECODER_MEANS),
             "num_labels": check_nonnegative_int("num_labels", self.num_labels),
         }
-        if fields["likelihood"] == "bernoulli" and fields["decoder_mean"] != "identity":
-            raise InvalidValueError(
-                f"decoder_mean must be 'identity' for the Bernoulli likelihood (its logits "
-                f"already pass through a sigmoid), got {self.decoder_mean!r}")
         for name, value in fields.items():  # normalised values (frozen: bypass __setattr__)
             object.__setattr__(self, name, value)
+        if self.decoder_mean == "sigmoid" and not self.head().mean_can_be_squashed:
+            raise InvalidValueError(
+                f"decoder_mean must be 'identity' for the {self.likelihood} likelihood (its "
+                f"output already passes through a sigmoid), got {self.decoder_mean!r}")
+
+    def head(self):
+        """A new head (``distributions``) for this likelihood and these settings."""
+        return HEADS[self.likelihood](self)
 
     def to_dict(self):
         """JSON-serialisable fields (``hidden_dims`` as a list)."""
@@ -160,7 +164,7 @@ class VAE:
         rng = check_rng("rng", np.random.default_rng() if rng is None else rng)
         self.data_dim, self.latent_dim, self.num_labels = c.data_dim, c.latent_dim, c.num_labels
         self.dtype = np.dtype(c.dtype)
-        self.head = HEADS[c.likelihood](c)
+        self.head = c.head()
         D, Z, H, C = c.data_dim, c.latent_dim, c.hidden_dims, c.num_labels
         self.params = {}
         # The encoder's last layer outputs mu and logvar side by side: one matrix product.

@@ -72,7 +72,7 @@ def test_resume_on_the_command_line_matches_one_uninterrupted_run(tmp_path):
     (["train", "--hidden", "a,b"], "expected comma-separated integers"),
     (["train", "--lr", "-1"], "lr must be a finite number > 0, got -1.0"),
     (["train", "--resume"], "--resume needs --out"),
-    (["train", "--decoder-mean", "sigmoid"], "decoder_mean must be 'identity' for the Bernoulli"),
+    (["train", "--decoder-mean", "sigmoid"], "decoder_mean must be 'identity' for the bernoulli"),
     (["evaluate", "nowhere"], "no checkpoint at nowhere/checkpoint.npz"),
     (["sample", "nowhere"], "no checkpoint"),
 ])

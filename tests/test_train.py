@@ -107,7 +107,7 @@ def test_warm_up_raises_beta_linearly():
     ({"dataset": "cifar"}, "dataset must be one of"),
     ({"likelihood": "poisson"}, "likelihood must be one of"),
     ({"preprocess": "standardize"}, "needs a Gaussian likelihood"),
-    ({"decoder_mean": "sigmoid"}, "decoder_mean must be 'identity' for the Bernoulli"),
+    ({"decoder_mean": "sigmoid"}, "decoder_mean must be 'identity' for the bernoulli"),
     ({"decoder_mean": "relu", "likelihood": "gaussian"}, "decoder_mean must be one of"),
     ({"epochs": 0}, "epochs must be a positive integer"),
     ({"hidden_dims": (8, 0)}, r"hidden_dims\[1\]"),

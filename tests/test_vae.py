@@ -186,7 +186,7 @@ def test_a_small_model_learns():
     ({"dtype": np.int32}, TypeError, "dtype must be float32 or float64"),
     ({"rng": 0}, TypeError, "rng must be a numpy.random.Generator"),
     ({"decoder_mean": "tanh"}, ValueError, "decoder_mean must be one of"),
-    ({"decoder_mean": "sigmoid"}, ValueError, "decoder_mean must be 'identity' for the Bernoulli"),
+    ({"decoder_mean": "sigmoid"}, ValueError, "decoder_mean must be 'identity' for the bernoulli"),
 ])
 def test_constructor_rejects_bad_arguments(kwargs, error, message):
     args = dict(data_dim=6, hidden_dims=(5,), latent_dim=3, rng=np.random.default_rng(0))
