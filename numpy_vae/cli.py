@@ -132,8 +132,9 @@ def build_parser():
     option("--lr", "lr", "Adam's learning rate", type=float)
     option("--lr-decay", "lr_decay", "learning-rate factor per epoch", type=float)
     option("--beta", "beta", "weight of the KL term", type=float)
-    option("--warmup", "warmup_epochs", "KL warm-up: the weight is beta * e / W in epoch "
-           "e = 1..W (it steps once per epoch), then beta; 0: no warm-up",
+    option("--warmup", "warmup_epochs", "KL warm-up: the weight rises linearly from 0 to "
+           "beta over the first W epochs, step by step, then stays at beta (history.csv: "
+           "each epoch's mean weight); 0: no warm-up",
            type=_nonnegative_int)
     option("--max-train", "max_train", "use only this many training images (0: all)",
            type=_nonnegative_int)

@@ -65,7 +65,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_decay: float = 1.0  # the learning rate is multiplied by this after every epoch
     beta: float = 1.0
-    warmup_epochs: int = 0  # the KL weight is beta * e / warmup_epochs in epoch e = 1, 2, ...
+    warmup_epochs: int = 0  # the KL weight rises linearly from 0 to beta over these epochs
     n_validation: int = 1000
     max_train: int = 0  # use only the first max_train training images (0: all)
     dtype: str = "float32"
@@ -141,12 +141,13 @@ class TrainConfig:
             return self.lr * 10 ** (-stage / 7)
         return self.lr * self.lr_decay**epoch
 
-    def beta_at(self, epoch):
-        """KL weight in ``epoch`` (0-based): ``beta * (epoch + 1) / warmup_epochs`` during
-        the warm-up, then ``beta``. The weight changes once per epoch."""
+    def beta_at(self, step, steps_per_epoch):
+        """KL weight at training step ``step`` (0-based, counted over the whole run):
+        ``beta * step / (warmup_epochs * steps_per_epoch)`` during the warm-up, rising
+        step by step from 0 (as notebook 08 ramps it), then ``beta``."""
         if self.warmup_epochs == 0:
             return self.beta
-        return self.beta * min(1.0, (epoch + 1) / self.warmup_epochs)
+        return self.beta * min(1.0, step / (self.warmup_epochs * steps_per_epoch))
 
 
 def all_finite(arrays):
@@ -278,8 +279,7 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
     ``stop`` (from ``stop_at_safe_points``) is looked at after every step; when a
     signal has come, the epoch ends early and returns None.
     """
-    beta = config.beta_at(epoch)
-    sums = np.zeros(3)  # loss and the two terms (or, for "iwae", NaN and the ESS), summed
+    sums = np.zeros(4)  # loss, the two terms (for "iwae": NaN, the ESS) and beta, summed
     n_batches = -(-len(train) // config.batch_size)
     bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
                desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
@@ -287,6 +287,7 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
     for step, idx in enumerate(bar, start=epoch * n_batches + 1):
         x = pre(train.images[idx], rng)  # (B, D)
         y = train.labels[idx] if config.conditional else None  # (B,)
+        beta = config.beta_at(step - 1, n_batches)
         if config.objective == "iwae":
             loss, grads, terms = model.iwae_loss_and_grads(x, config.k, rng=rng, y=y)
             terms = {"reconstruction": np.full(len(idx), np.nan), "kl": terms["ess"]}
@@ -299,7 +300,7 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
         except NonFiniteGradientError as e:
             raise TrainingDiverged(f"at step {step} (epoch {epoch + 1}): {e}") from None
         rec, kl = terms["reconstruction"].sum(), terms["kl"].sum()
-        sums += [loss * len(idx), rec, kl]
+        sums += [loss * len(idx), rec, kl, beta * len(idx)]
         bar.set_postfix(loss=f"{loss:.2f}", rec=f"{rec / len(idx):.2f}",
                         kl=f"{kl / len(idx):.2f}", refresh=False)
         if stop is not None and stop["signum"] is not None:
@@ -307,9 +308,9 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
             return None
     n = len(train)
     if config.objective == "iwae":  # no split into two terms; the weights' ESS instead
-        return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
+        return {"beta": sums[3] / n, "lr": opt.lr, "train_loss": sums[0] / n,
                 "train_ess": sums[2] / n}
-    return {"beta": beta, "lr": opt.lr, "train_loss": sums[0] / n,
+    return {"beta": sums[3] / n, "lr": opt.lr, "train_loss": sums[0] / n,
             "train_reconstruction": sums[1] / n, "train_kl": sums[2] / n}
 
 

@@ -97,10 +97,14 @@ def test_non_finite_loss_stops_before_the_update_and_keeps_the_last_checkpoint(
     assert all(np.all(np.isfinite(p)) for p in model.params.values())
 
 
-def test_warm_up_raises_beta_linearly():
+def test_warm_up_raises_beta_linearly_from_zero_step_by_step(tmp_path):
     config = TrainConfig(beta=2.0, warmup_epochs=4)
-    assert [config.beta_at(e) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
-    assert TrainConfig(beta=0.5).beta_at(0) == 0.5
+    assert [config.beta_at(s, 2) for s in range(10)] == [2 * s / 8 for s in range(8)] + [2, 2]
+    assert TrainConfig(beta=0.5).beta_at(0, 10) == 0.5
+    # history.csv: each epoch's mean weight (256 images / 64 = 4 steps per epoch)
+    _, history = run(tmp_path, "w", beta=2.0, warmup_epochs=2, epochs=3)
+    assert [r["beta"] for r in history] == pytest.approx(
+        [2 * np.mean([0, 1, 2, 3]) / 8, 2 * np.mean([4, 5, 6, 7]) / 8, 2.0])
 
 
 @pytest.mark.parametrize("kw, message", [
