@@ -221,3 +221,16 @@ def test_methods_reject_bad_input_before_any_arithmetic():
     with pytest.raises(ValueError):
         model.loss_and_grads(good + 1, rng=rng)
     assert all(np.array_equal(before[k], p) for k, p in model.params.items())
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix itself warns
+def test_matrix_and_masked_arrays_are_refused_naming_the_argument():
+    """np.matrix makes * a matrix product and masked arrays skip entries in sums: both would
+    change the mathematics silently, so the boundary refuses them."""
+    model, rng = small_model()
+    x = rng.uniform(size=(4, 6))
+    for wrapped in (np.asmatrix(x), np.ma.masked_array(x, mask=x > 0.9)):
+        with pytest.raises(TypeError, match=r"x must be a plain NumPy array, got (matrix|Masked)"):
+            model.loss_and_grads(wrapped, rng=rng)
+    with pytest.raises(TypeError, match="eps must be a plain NumPy array"):
+        model.elbo(x, eps=np.asmatrix(rng.standard_normal((4, 3))))
