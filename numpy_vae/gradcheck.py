@@ -116,22 +116,31 @@ def check_backward(f, inputs, grads, dout, rng, n_directions=3, h=1e-5):
     return errors
 
 
-def check_model_gradients(model, x, eps, beta=1.0, h=1e-5, max_entries=None, rng=None):
+def check_model_gradients(model, x=None, eps=None, beta=1.0, h=1e-5, max_entries=None, rng=None,
+                          loss_and_grads=None):
     """Compare ``model.loss_and_grads`` with central differences, tensor by tensor.
 
     With ``max_entries``, each tensor is checked on at most that many randomly
     chosen entries (from ``rng``), for models too big to check entirely.
+    ``loss_and_grads``, a function of no arguments returning ``(loss, grads, ...)``,
+    checks another objective instead (e.g. ``lambda: model.iwae_loss_and_grads(x, k,
+    eps=eps)``, or a conditional model's loss with its labels).
 
     Returns a dict: parameter name -> relative error (see ``rel_error``); for a
     correct backward every value is around 1e-9 in float64.
     """
     if model.dtype != np.float64:
         raise InvalidTypeError(f"the model must be float64 for a gradient check, got {model.dtype}")
-    _, grads, _ = model.loss_and_grads(x, eps=eps, beta=beta)
-    grads = {k: g.copy() for k, g in grads.items()}
+    if loss_and_grads is None:
+        def loss_and_grads():
+            return model.loss_and_grads(x, eps=eps, beta=beta)
+    grads = {k: g.copy() for k, g in loss_and_grads()[1].items()}
+    if grads.keys() != model.params.keys():
+        raise InvalidValueError(f"the gradients' keys {sorted(grads)} are not the parameters' "
+                                f"{sorted(model.params)}")
 
     def loss():
-        return model.loss_and_grads(x, eps=eps, beta=beta)[0]
+        return loss_and_grads()[0]
 
     errors = {}
     for name, p in model.params.items():

@@ -279,7 +279,7 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
     ``stop`` (from ``stop_at_safe_points``) is looked at after every step; when a
     signal has come, the epoch ends early and returns None.
     """
-    sums = np.zeros(4)  # loss, the two terms (for "iwae": NaN, the ESS) and beta, summed
+    sums = {}  # history field -> its sum over the epoch's examples
     n_batches = -(-len(train) // config.batch_size)
     bar = tqdm(datasets.minibatches(len(train), config.batch_size, rng), total=n_batches,
                desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False,
@@ -288,30 +288,28 @@ def train_epoch(model, opt, train, pre, config, epoch, rng, progress=True, stop=
         x = pre(train.images[idx], rng)  # (B, D)
         y = train.labels[idx] if config.conditional else None  # (B,)
         beta = config.beta_at(step - 1, n_batches)
-        if config.objective == "iwae":
+        if config.objective == "iwae":  # no split into two terms: the weights' ESS instead
             loss, grads, terms = model.iwae_loss_and_grads(x, config.k, rng=rng, y=y)
-            terms = {"reconstruction": np.full(len(idx), np.nan), "kl": terms["ess"]}
+            parts = {"train_ess": terms["ess"].sum()}
         else:
             loss, grads, terms = model.loss_and_grads(x, rng=rng, beta=beta, y=y)
+            parts = {"train_reconstruction": terms["reconstruction"].sum(),
+                     "train_kl": terms["kl"].sum()}
         try:
             if not np.isfinite(loss):
                 raise NonFiniteGradientError(f"the loss is {loss}")
             opt.step(model.params, grads)  # refuses NaN/Inf gradients, changing nothing
         except NonFiniteGradientError as e:
             raise TrainingDiverged(f"at step {step} (epoch {epoch + 1}): {e}") from None
-        rec, kl = terms["reconstruction"].sum(), terms["kl"].sum()
-        sums += [loss * len(idx), rec, kl, beta * len(idx)]
-        bar.set_postfix(loss=f"{loss:.2f}", rec=f"{rec / len(idx):.2f}",
-                        kl=f"{kl / len(idx):.2f}", refresh=False)
+        parts.update(train_loss=loss * len(idx), beta=beta * len(idx))
+        for name, value in parts.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+        bar.set_postfix({name[6:] if name.startswith("train_") else name: f"{v / len(idx):.2f}"
+                         for name, v in parts.items()}, refresh=False)
         if stop is not None and stop["signum"] is not None:
             bar.close()
             return None
-    n = len(train)
-    if config.objective == "iwae":  # no split into two terms; the weights' ESS instead
-        return {"beta": sums[3] / n, "lr": opt.lr, "train_loss": sums[0] / n,
-                "train_ess": sums[2] / n}
-    return {"beta": sums[3] / n, "lr": opt.lr, "train_loss": sums[0] / n,
-            "train_reconstruction": sums[1] / n, "train_kl": sums[2] / n}
+    return {"lr": opt.lr, **{name: total / len(train) for name, total in sums.items()}}
 
 
 def fit(config, out, resume=False, data_dir=None, download=True, progress=True, log=print,

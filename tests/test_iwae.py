@@ -13,19 +13,14 @@ from conftest import make_small_model as small_model
 
 from numpy_vae import VAE
 from numpy_vae import distributions as dist
-from numpy_vae.gradcheck import numerical_gradient, numerical_gradient_array, rel_error
+from numpy_vae.gradcheck import (
+    check_model_gradients,
+    numerical_gradient_array,
+    rel_error,
+)
 
 LIKELIHOODS = [("bernoulli", "identity"), ("gaussian", "identity"), ("gaussian", "sigmoid"),
                ("gaussian-fixed", "identity"), ("gaussian-fixed", "sigmoid")]
-
-
-def gradient_errors(model, loss_and_grads):
-    """Relative error of each parameter's gradient: ``loss_and_grads()`` vs central differences."""
-    _, grads, _ = loss_and_grads()
-    grads = {name: g.copy() for name, g in grads.items()}
-    assert grads.keys() == model.params.keys()
-    return {name: rel_error(grads[name], numerical_gradient(lambda: loss_and_grads()[0], p))
-            for name, p in model.params.items()}
 
 
 def test_the_new_backward_pairs_match_central_differences():
@@ -59,7 +54,8 @@ def test_iwae_gradients_match_central_differences(likelihood, decoder_mean, k):
                              decoder_mean=decoder_mean)
     x = rng.uniform(size=(4, 6))
     eps = rng.standard_normal((4, k, 3))
-    errors = gradient_errors(model, lambda: model.iwae_loss_and_grads(x, k, eps=eps))
+    errors = check_model_gradients(
+        model, loss_and_grads=lambda: model.iwae_loss_and_grads(x, k, eps=eps))
     worst = max(errors, key=errors.get)
     assert errors[worst] < TOL, (worst, errors[worst])
 
@@ -72,7 +68,8 @@ def test_iwae_gradient_check_with_uneven_weights_and_relu():
     eps = rng.standard_normal((3, 4, 3))
     _, _, terms = model.iwae_loss_and_grads(x, 4, eps=eps)
     assert terms["ess"].min() < 2.5  # not the near-uniform case
-    errors = gradient_errors(model, lambda: model.iwae_loss_and_grads(x, 4, eps=eps))
+    errors = check_model_gradients(
+        model, loss_and_grads=lambda: model.iwae_loss_and_grads(x, 4, eps=eps))
     assert max(errors.values()) < TOL, errors
 
 
