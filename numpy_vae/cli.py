@@ -15,6 +15,7 @@ traceback means a bug.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import itertools
@@ -32,6 +33,7 @@ from .checkpoint import load_checkpoint, write_json
 from .errors import InvalidValueError, NumpyVAEError
 from .layers import INITS
 from .presets import PRESETS
+from .runfolder import run_folder_lock
 from .train import (
     OBJECTIVES,
     RESUMABLE,
@@ -246,7 +248,10 @@ def cmd_train(args):
         if args.preset:
             raise InvalidValueError("--resume takes the run's own settings; --preset cannot "
                                     "be combined with it")
-        saved = load_checkpoint(args.out / "checkpoint.npz")[2]["train_config"]
+        # Read the run's settings under its lock: a training still writing there is named
+        # (and its checkpoint is never read half-replaced); fit takes the lock again.
+        with run_folder_lock(args.out) if args.out.is_dir() else contextlib.nullcontext():
+            saved = load_checkpoint(args.out / "checkpoint.npz")[2]["train_config"]
         config = config_from_args(args, saved)
     else:
         config = config_from_args(args, PRESETS[args.preset] if args.preset else {})
