@@ -12,11 +12,17 @@ The file is written under a temporary name in the same folder, flushed to
 disk, then renamed over the old one (``os.replace`` is atomic), so a run killed
 at any moment leaves either the previous checkpoint or the new one, never a
 torn file. A readable copy of ``meta`` is written beside it as JSON.
+
+A reader opens the ``.npz`` once and reads everything from that one file, so a
+checkpoint replaced while it is being read cannot mix two epochs. The JSON copy
+is renamed into place just after the ``.npz``; a reader that finds the two
+disagreeing tries again for a moment before calling the copy edited by hand.
 """
 
 import json
 import os
 import tempfile
+import time
 import zipfile
 from pathlib import Path
 
@@ -32,6 +38,10 @@ FORMAT = 2  # 2: "epoch" counts finished epochs, as the history does (1: the las
 
 class CheckpointError(NumpyVAEError, ValueError):
     """A checkpoint file is missing, damaged, or does not match what was asked for."""
+
+
+class _CopyDiffers(CheckpointError):
+    """The readable JSON copy says something else than the checkpoint (for now)."""
 
 
 def temporary_name_pattern(name):
@@ -91,8 +101,9 @@ def save_checkpoint(path, model, optimizer, meta):
 MAX_META_BYTES = 64 << 20  # the JSON of a run's settings and history is far smaller
 
 
-def _array_headers(path):
-    """``{name: (shape, dtype, size)}`` of the arrays in an ``.npz``, from their headers only.
+def _array_headers(file, path):
+    """``{name: (shape, dtype, size)}`` of the arrays in the ``.npz`` open as ``file``
+    (``path`` names it in errors), from their headers only.
 
     An ``.npz`` is a zip of ``.npy`` files; each starts with a small header
     giving dtype and shape. Reading only the headers lets an untrusted file be
@@ -101,7 +112,7 @@ def _array_headers(path):
     promise more data than its header describes.
     """
     headers = {}
-    with zipfile.ZipFile(path) as zf:
+    with zipfile.ZipFile(file) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 raise CheckpointError(f"checkpoint {path} holds a non-array member "
@@ -128,23 +139,42 @@ def _array_headers(path):
     return headers
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, wait=1.0):
     """Read a checkpoint; return ``(model, optimizer, meta)``.
 
     Raises ``CheckpointError`` naming the file and the problem if it is
     missing, truncated, altered, from another library version, or if any
     array has the wrong name, shape or dtype for the config it declares.
+    If the readable JSON copy disagrees with the checkpoint, it is read again
+    for up to ``wait`` seconds (a training process may be replacing the pair)
+    before the copy is reported as edited by hand.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            with open(path, "rb") as file:
+                return _load(file, path)
+        except _CopyDiffers:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+        except OSError as e:
+            raise CheckpointError(f"checkpoint {path} cannot be read ({e})") from e
+
+
+def _load(file, path):
+    """``load_checkpoint`` of the checkpoint open as ``file``."""
     try:
-        headers = _array_headers(path)
+        headers = _array_headers(file, path)
         shape, dtype, _ = headers.get("meta", ((), None, 0))
         if dtype is None or dtype.kind != "U" or shape != () or dtype.itemsize > MAX_META_BYTES:
             raise CheckpointError(f"checkpoint {path}: its meta entry is missing or not a text "
                                   f"of at most {MAX_META_BYTES} bytes")
-        with np.load(path, allow_pickle=False) as f:
+        file.seek(0)
+        with np.load(file, allow_pickle=False) as f:
             meta = json.loads(str(f["meta"]))
     except CheckpointError:
         raise
@@ -178,7 +208,8 @@ def load_checkpoint(path):
             raise CheckpointError(f"checkpoint {path}: {key} should be {like.dtype} "
                                   f"{like.shape}, got {dtype} {shape}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        file.seek(0)
+        with np.load(file, allow_pickle=False) as f:
             arrays = {k: f[k] for k in expected}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"checkpoint {path} is damaged ({type(e).__name__}: {e})") from e
@@ -203,7 +234,7 @@ def load_checkpoint(path):
         except (OSError, ValueError) as e:
             copy = f"unreadable ({e})"
         if copy != raw_meta:
-            raise CheckpointError(
+            raise _CopyDiffers(
                 f"{readable} differs from {path} (edited by hand?); the run's settings live in "
                 f"{path.name} and the .json is only a copy: undo the edit, and change the "
                 f"settings that may change (learning rate, epochs) with the options of "

@@ -102,3 +102,48 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
         atomic_write(path, failing)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temporary left
+
+
+def test_a_checkpoint_replaced_while_being_read_is_read_whole(saved, monkeypatch):
+    """Headers, meta and arrays all come from the file that was opened, even if a
+    training process renames a newer checkpoint over it halfway through the read."""
+    import numpy_vae.checkpoint as checkpoint
+
+    path, model, opt = saved
+    newer = path.with_name("newer.npz")
+    saved_b0 = model.params["decoder.b0"].copy()
+    model.params["decoder.b0"] += 1
+    save_checkpoint(newer, model, opt, {"epoch": 5})
+    read_headers = checkpoint._array_headers
+
+    def headers_then_replace(file, p):
+        headers = read_headers(file, p)
+        newer.replace(path)  # what os.replace in atomic_write does to a reader
+        return headers
+
+    monkeypatch.setattr(checkpoint, "_array_headers", headers_then_replace)
+    old, _, meta = load_checkpoint(path)
+    assert meta["epoch"] == 4  # the epoch of the parameters read, not the newer file's
+    np.testing.assert_array_equal(old.params["decoder.b0"], saved_b0)
+
+
+def test_a_json_copy_lagging_behind_its_checkpoint_is_waited_for(saved):
+    """A training process renames the .npz, then its .json copy: a reader in between
+    waits for the copy instead of calling it edited by hand."""
+    import threading
+
+    path, model, opt = saved
+    readable = path.with_suffix(".json")
+    lagging = readable.read_text()
+    save_checkpoint(path, model, opt, {"epoch": 5})
+    fresh = readable.read_text()
+    readable.write_text(lagging)
+    timer = threading.Timer(0.3, readable.write_text, args=(fresh,))
+    timer.start()
+    try:
+        assert load_checkpoint(path, wait=10)[2]["epoch"] == 5
+    finally:
+        timer.join()
+    readable.write_text(lagging)  # a copy that stays different is reported, after the wait
+    with pytest.raises(CheckpointError, match="edited by hand"):
+        load_checkpoint(path, wait=0.2)
