@@ -9,7 +9,9 @@ Usage: python benchmarks/results_table.py runs/pytorch-example-s0 runs/... [--me
 With --mean, also the mean and spread of the last ELBO over all the given runs
 (for one preset trained with several seeds); with --plot, a PNG of the held-out
 ELBO against training time for each run, with the importance-weighted log p(x)
-estimates of runs that made them (``log_px_every``).
+estimates of runs that made them (``log_px_every``); with --plot and --log-px-only,
+those estimates alone (the README's equal-training-time figure of the IWAE paper's
+VAE and IWAE).
 """
 
 import argparse
@@ -35,6 +37,7 @@ def summary(run):
         row["test_elbo"] = result["test_elbo"]
         row[f"log_px_k{k}"] = result["test_log_likelihood"]
         row[f"examples_k{k}"] = result["examples"]
+        row["active_units"] = result["active_units"]
     return row
 
 
@@ -45,9 +48,16 @@ def main():
     ap.add_argument("--plot", type=Path, help="write held-out ELBO against minutes here")
     ap.add_argument("--reference", type=float, nargs="*", default=[],
                     help="draw these values (nats) as dashed lines on the plot")
+    ap.add_argument("--reference-labels", nargs="*", default=[],
+                    help="a legend entry for each --reference value, in order")
     ap.add_argument("--below", type=float, default=15,
                     help="the plot shows this many nats below the lowest final ELBO")
+    ap.add_argument("--log-px-only", action="store_true",
+                    help="plot only the log p(x) estimates, not the held-out ELBO")
     args = ap.parse_args()
+    if len(args.reference_labels) > len(args.reference):
+        ap.error(f"argument --reference-labels: expected at most {len(args.reference)} "
+                 f"labels (one per --reference value), got {len(args.reference_labels)}")
     rows = [summary(r) for r in args.runs]
     for row in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
@@ -59,26 +69,35 @@ def main():
         fig = Figure(figsize=(6, 3.8))
         ax = fig.add_subplot()
         tops = []
+        lows = [] if args.log_px_only else [row["last_heldout_elbo"] - args.below for row in rows]
         for run in args.runs:
             history = read_history(run / "history.csv")
             minutes = np.cumsum([r["seconds"] for r in history]) / 60
-            line, = ax.plot(minutes, [r["val_elbo"] for r in history], label=f"{run.name}: ELBO")
             log_px = np.array([r.get("val_log_px", np.nan) for r in history])
-            tops.append(history[-1]["val_elbo"])
+            if args.log_px_only:
+                line = None
+            else:
+                line, = ax.plot(minutes, [r["val_elbo"] for r in history],
+                                label=f"{run.name}: ELBO")
+                tops.append(history[-1]["val_elbo"])
             if np.isfinite(log_px).any():
                 done = np.isfinite(log_px)
                 config = json.loads((run / "checkpoint.json").read_text())["train_config"]
-                ax.plot(minutes[done], log_px[done], "o-", ms=3, color=line.get_color(),
-                        alpha=0.6, label=f"{run.name}: log p(x), k = {config['log_px_samples']}, "
+                ax.plot(minutes[done], log_px[done], "o-", ms=3,
+                        color=line.get_color() if line else None,
+                        alpha=1 if args.log_px_only else 0.6,
+                        label=f"{run.name}: log p(x), k = {config['log_px_samples']}, "
                         f"first {config['log_px_examples']} images")
                 tops.append(log_px[done].max())
-        for value in args.reference:
-            ax.axhline(value, color="k", ls="--", lw=0.8, label=f"reference {value:g}")
+                lows.append(log_px[done].min() - 0.5)
+        labels = args.reference_labels + [f"reference {v:g}" for v in args.reference]
+        for value, label, style in zip(args.reference, labels, ["--", ":", "-."] * 9):
+            ax.axhline(value, color="k", ls=style, lw=0.8, label=label)
             tops.append(value)
         ax.set_xlabel("training time (minutes)")
-        ax.set_ylabel("held-out ELBO or log p(x) (nats)")
-        lows = [row["last_heldout_elbo"] for row in rows]
-        ax.set_ylim(min(lows) - args.below, max(tops) + 1.5)
+        ax.set_ylabel("log p(x) (nats)" if args.log_px_only
+                      else "held-out ELBO or log p(x) (nats)")
+        ax.set_ylim(min(lows), max(tops) + (0.5 if args.log_px_only else 1.5))
         ax.grid(alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
         fig.savefig(args.plot, dpi=90, bbox_inches="tight")

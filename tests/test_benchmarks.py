@@ -144,3 +144,26 @@ def test_results_table_summarises_and_plots_a_run(tmp_path):
     assert row["run"] == "run" and row["epochs"] == 2 and row["last_heldout_elbo"] < 0
     assert "mean last held-out ELBO over 1 runs" in r.stdout
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_results_table_reports_the_evaluation_and_plots_log_px_alone(tmp_path):
+    from numpy_vae.cli import main as cli
+    from numpy_vae.train import TrainConfig, fit
+
+    config = TrainConfig(hidden_dims=(16,), latent_dim=3, epochs=2, max_train=256,
+                         batch_size=64, log_px_every=1, log_px_samples=5, log_px_examples=20)
+    fit(config, tmp_path / "run", progress=False, log=lambda s: None)
+    assert cli(["evaluate", str(tmp_path / "run"), "-k", "7", "--max-examples", "30",
+                "--quiet"]) == 0
+    evaluation = json.loads(next((tmp_path / "run").glob("evaluation-k7-*.json")).read_text())
+    r = script("results_table.py", tmp_path / "run", "--plot", tmp_path / "p.png",
+               "--log-px-only", "--reference", "-100", "-90", "--reference-labels", "paper")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout.splitlines()[0])
+    assert row["examples_k7"] == 30 and 0 <= row["active_units"] <= 3
+    assert row["active_units"] == evaluation["active_units"]
+    assert row["log_px_k7"] == round(evaluation["test_log_likelihood"], 3)
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    r = script("results_table.py", tmp_path / "run", "--plot", tmp_path / "q.png",
+               "--reference", "-100", "--reference-labels", "a", "b")
+    assert r.returncode == 2 and "--reference-labels: expected at most 1" in r.stderr
