@@ -52,6 +52,9 @@ def main():
                     help="a legend entry for each --reference value, in order")
     ap.add_argument("--below", type=float, default=15,
                     help="the plot shows this many nats below the lowest final ELBO")
+    ap.add_argument("--at-minutes", type=float,
+                    help="also print each run's last log p(x) estimate made within this "
+                    "many minutes of training (runs compared at equal training time)")
     ap.add_argument("--log-px-only", action="store_true",
                     help="plot only the log p(x) estimates, not the held-out ELBO")
     args = ap.parse_args()
@@ -61,6 +64,18 @@ def main():
     rows = [summary(r) for r in args.runs]
     for row in rows:
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
+    if args.at_minutes is not None:
+        for run in args.runs:
+            history = read_history(run / "history.csv")
+            minutes = np.cumsum([r["seconds"] for r in history]) / 60
+            made = [(m, r) for m, r in zip(minutes, history)
+                    if m <= args.at_minutes and np.isfinite(r.get("val_log_px", np.nan))]
+            if made:
+                m, r = made[-1]
+                print(f"{run.name}: log p(x) {r['val_log_px']:.3f} at epoch {r['epoch']}, "
+                      f"{m:.1f} min")
+            else:
+                print(f"{run.name}: no log p(x) estimate within {args.at_minutes:g} min")
     if args.mean:
         last = np.array([r["last_heldout_elbo"] for r in rows])
         print(f"mean last held-out ELBO over {len(last)} runs: {last.mean():.3f} "

@@ -148,7 +148,7 @@ def test_results_table_summarises_and_plots_a_run(tmp_path):
 
 def test_results_table_reports_the_evaluation_and_plots_log_px_alone(tmp_path):
     from numpy_vae.cli import main as cli
-    from numpy_vae.train import TrainConfig, fit
+    from numpy_vae.train import TrainConfig, fit, read_history
 
     config = TrainConfig(hidden_dims=(16,), latent_dim=3, epochs=2, max_train=256,
                          batch_size=64, log_px_every=1, log_px_samples=5, log_px_examples=20)
@@ -163,6 +163,12 @@ def test_results_table_reports_the_evaluation_and_plots_log_px_alone(tmp_path):
     assert row["examples_k7"] == 30 and 0 <= row["active_units"] <= 3
     assert row["active_units"] == evaluation["active_units"]
     assert row["log_px_k7"] == round(evaluation["test_log_likelihood"], 3)
+    history = read_history(tmp_path / "run" / "history.csv")
+    after_one = history[0]["seconds"] / 60 * 1.0001
+    r = script("results_table.py", tmp_path / "run", "--at-minutes", after_one)
+    assert f"run: log p(x) {history[0]['val_log_px']:.3f} at epoch 1," in r.stdout
+    r = script("results_table.py", tmp_path / "run", "--at-minutes", after_one / 2)
+    assert "run: no log p(x) estimate within" in r.stdout
     assert (tmp_path / "p.png").stat().st_size > 1000
     r = script("results_table.py", tmp_path / "run", "--plot", tmp_path / "q.png",
                "--reference", "-100", "--reference-labels", "a", "b")
