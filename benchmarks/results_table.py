@@ -41,6 +41,12 @@ def summary(run):
     return row
 
 
+def curve(run):
+    """A run's history and, per epoch, the training minutes so far."""
+    history = read_history(run / "history.csv")
+    return history, np.cumsum([r["seconds"] for r in history]) / 60
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -66,8 +72,7 @@ def main():
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}))
     if args.at_minutes is not None:
         for run in args.runs:
-            history = read_history(run / "history.csv")
-            minutes = np.cumsum([r["seconds"] for r in history]) / 60
+            history, minutes = curve(run)
             made = [(m, r) for m, r in zip(minutes, history)
                     if m <= args.at_minutes and np.isfinite(r.get("val_log_px", np.nan))]
             if made:
@@ -86,8 +91,7 @@ def main():
         tops = []
         lows = [] if args.log_px_only else [row["last_heldout_elbo"] - args.below for row in rows]
         for run in args.runs:
-            history = read_history(run / "history.csv")
-            minutes = np.cumsum([r["seconds"] for r in history]) / 60
+            history, minutes = curve(run)
             log_px = np.array([r.get("val_log_px", np.nan) for r in history])
             if args.log_px_only:
                 line = None
