@@ -1,5 +1,9 @@
 """Every preset trains for a few steps, so that none can rot."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_cli import cli
@@ -33,3 +37,13 @@ def test_options_given_explicitly_override_the_preset(tmp_path):
     cli_model, _, meta = load_checkpoint(tmp_path / "o" / "checkpoint.npz")
     assert meta["train_config"]["activation"] == "tanh"  # from the preset
     assert all(np.array_equal(model.params[k], cli_model.params[k]) for k in model.params)
+
+
+@pytest.mark.parametrize("preset, run", [("iwae-paper-vae", "vae-k1-lr2.2e-3"),
+                                         ("iwae-paper-k5", "iwae-k5-lr2.2e-3")])
+def test_the_table1_runs_kept_in_the_repository_are_their_presets(preset, run):
+    """The README's command for a Table 1 row trains the run whose figures it shows."""
+    folder = Path(__file__).parents[1] / "benchmarks" / "table1" / run
+    saved = json.loads((folder / "checkpoint.json").read_text())["train_config"]
+    preset_config = json.loads(json.dumps(dataclasses.asdict(TrainConfig(**PRESETS[preset]))))
+    assert saved == preset_config
