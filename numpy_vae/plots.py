@@ -62,16 +62,24 @@ def reconstructions(x, x_rec, ncols=10, title="inputs (odd rows) and reconstruct
 
 
 def learning_curves(history):
-    """Training loss terms and validation ELBO per epoch, from ``train.fit``'s history."""
+    """Training loss terms and validation ELBO per epoch, from ``train.fit``'s history.
+
+    A run on the k-sample bound L_k records its loss (minus L_k) but no reconstruction
+    and KL terms for training, since L_k does not split into them: those two panels
+    then show the validation ELBO's terms alone.
+    """
     epoch = [r["epoch"] for r in history]
+    bound = "train_reconstruction" not in history[0]  # trained on L_k
     fig = Figure(figsize=(11, 3.4))
     axes = fig.subplots(1, 3)
-    series = [("ELBO (nats)", "train_loss", "val_elbo", -1),
+    series = [("L_k (train) and ELBO (validation), nats" if bound else "ELBO (nats)",
+               "train_loss", "val_elbo", -1),
               ("reconstruction  E[log p(x|z)]", "train_reconstruction", "val_reconstruction", 1),
               ("KL(q(z|x) || p(z))", "train_kl", "val_kl", 1)]
     for ax, (title, tr, va, sign) in zip(axes, series):
-        ax.plot(epoch, [sign * r[tr] for r in history], label="train (minus loss)"
-                if sign < 0 else "train")
+        if tr in history[0]:
+            ax.plot(epoch, [sign * r[tr] for r in history], label="train (minus loss)"
+                    if sign < 0 else "train")
         ax.plot(epoch, [r[va] for r in history], label="validation")
         ax.set_title(title)
         ax.set_xlabel("epoch")

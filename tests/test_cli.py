@@ -47,6 +47,12 @@ def test_train_evaluate_sample_on_the_built_in_data(tmp_path):
     assert (tmp_path / "s.png").stat().st_size > 1000
 
 
+def test_a_run_on_the_k_sample_bound_draws_its_pictures(tmp_path):
+    r = cli("train", *TINY, "--objective", "iwae", "-k", "3", "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "learning_curves.png").stat().st_size > 1000
+
+
 def test_resume_on_the_command_line_matches_one_uninterrupted_run(tmp_path):
     assert cli("train", *TINY, "--no-pictures", "--out", tmp_path / "full").returncode == 0
     r = cli("train", *tiny(epochs=1), "--no-pictures", "--out", tmp_path / "part")

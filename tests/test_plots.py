@@ -27,3 +27,17 @@ def test_prior_grid_and_traversals():
     assert t.shape == (12, 3)
     assert np.allclose(t[4:8, 1], np.linspace(-1.5, 1.5, 4))
     assert np.all(t[4:8, [0, 2]] == [0.5, 2.0])
+
+
+def test_learning_curves_of_a_run_on_the_k_sample_bound():
+    # L_k has no reconstruction and KL split: those panels show the validation terms
+    # alone, and the first panel says the training curve is L_k (a finished IWAE run's
+    # pictures once failed here with a KeyError).
+    rows = [{"epoch": e, "train_loss": 90.0 - e, "train_ess": 1.6, "val_elbo": -95.0 + e,
+             "val_reconstruction": -70.0 + e, "val_kl": 25.0} for e in (1, 2, 3)]
+    fig = plots.learning_curves(rows)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 1, 1]
+    assert fig.axes[0].get_title().startswith("L_k")
+    assert fig.axes[0].lines[0].get_ydata().tolist() == [-89.0, -88.0, -87.0]
+    elbo_rows = [{**r, "train_reconstruction": -65.0, "train_kl": 24.0} for r in rows]
+    assert [len(ax.lines) for ax in plots.learning_curves(elbo_rows).axes] == [2, 2, 2]
